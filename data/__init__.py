@@ -1,0 +1,1 @@
+"""Data preparation scripts (python -m data.prepare ...)."""
