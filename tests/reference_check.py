@@ -1,0 +1,122 @@
+"""Compare the model with golden fixtures computed by the reference code.
+
+    python tests/reference_check.py FILE.npz [FILE.npz ...]
+
+For each fixture: build the model from its flags in float64, load init/*, run
+the meta-batch, and compare the losses, accuracies, meta-gradients and the
+weights after one Adam step, as ../shared/reference/README.md defines the
+errors. One line per fixture; exit status 1 if any float64 error exceeds its
+bound. The same errors in float32 are printed for information.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow as tf  # noqa: E402
+
+from maml import MAML, ModelConfig  # noqa: E402
+
+BOUNDS = {'loss': 1e-6, 'acc': 1e-6, 'grad': 1e-6, 'adam': 1e-5}
+
+
+def load_fixture(path):
+    data = np.load(path)
+    fixture = {k: data[k] for k in data.files}
+    fixture['flags'] = json.loads(str(fixture.pop('flags_json')))
+    return fixture
+
+
+def build_model(fixture, dtype):
+    """The model a fixture's flags describe, with the fixture's initial weights."""
+    flags = fixture['flags']
+    config = ModelConfig(**{k: flags[k] for k in (
+        'datasource', 'num_classes', 'meta_lr', 'update_batch_size', 'update_lr', 'num_updates',
+        'norm', 'num_filters', 'conv', 'max_pool', 'stop_grad')})
+    model = MAML(dim_input=fixture['inputa'].shape[-1], dim_output=fixture['labela'].shape[-1],
+                 test_num_updates=flags['steps_recorded'], config=config, dtype=dtype)
+    init = {k[len('init/'):]: v for k, v in fixture.items() if k.startswith('init/')}
+    if set(init) != set(model.variable_names):
+        raise ValueError('fixture variables %s != model variables %s'
+                         % (sorted(init), sorted(model.variable_names)))
+    model.assign(init)
+    return model
+
+
+def run_fixture(fixture, dtype):
+    """Our losses, accuracies, gradients and post-Adam weights on the fixture's batch."""
+    model = build_model(fixture, dtype)
+    batch = [fixture[k] for k in ('inputa', 'inputb', 'labela', 'labelb')]
+    out = model.metatrain_step(batch, num_steps=fixture['flags']['steps_recorded'])
+    ours = {k: np.asarray(v, dtype=np.float64) for k, v in out.items() if k != 'grads'}
+    for name, g in zip(model.variable_names, out['grads']):
+        ours['grad/' + name] = np.asarray(g, dtype=np.float64)
+    for name, var in model.named_variables().items():
+        ours['after_adam/' + name] = var.numpy().astype(np.float64)
+    return ours
+
+
+def relative_scalar_error(ours, ref):
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    return float(np.max(np.abs(ours - ref) / np.maximum(np.abs(ref), 1.0)))
+
+
+def errors(fixture, ours):
+    """The four largest errors as ../shared/reference/README.md defines them."""
+    result = {'loss': max(relative_scalar_error(ours[k], fixture[k])
+                          for k in ('total_loss1', 'total_losses2'))}
+    if 'total_accuracy1' in fixture:
+        result['acc'] = max(relative_scalar_error(ours[k], fixture[k])
+                            for k in ('total_accuracy1', 'total_accuracies2'))
+    grad_names = [k[len('grad/'):] for k in fixture if k.startswith('grad/')]
+    scale = max(np.max(np.abs(fixture['grad/' + n])) for n in grad_names)
+    result['grad'] = max(
+        np.max(np.abs(ours['grad/' + n] - fixture['grad/' + n]))
+        / (np.max(np.abs(fixture['grad/' + n])) + 1e-4 * scale) for n in grad_names)
+    meta_lr = fixture['flags']['meta_lr']
+    adam = [0.0]
+    for n in grad_names:
+        if np.max(np.abs(fixture['grad/' + n])) < 1e-4 * scale:
+            continue  # gradient is rounding noise: so is its Adam step
+        ref_step = fixture['after_adam/' + n] - fixture['init/' + n]
+        our_step = ours['after_adam/' + n] - fixture['init/' + n]
+        adam.append(np.max(np.abs(our_step - ref_step)) / meta_lr)
+    result['adam'] = max(adam)
+    return {k: float(v) for k, v in result.items()}
+
+
+def format_errors(errs):
+    return ' '.join('%s %.1e' % (k, v) for k, v in errs.items())
+
+
+def check(path):
+    """Check one fixture; returns (passed, line)."""
+    fixture = load_fixture(path)
+    errs64 = errors(fixture, run_fixture(fixture, tf.float64))
+    errs32 = errors(fixture, run_fixture(fixture, tf.float32))
+    failed = [k for k, v in errs64.items() if not v <= BOUNDS[k]]
+    verdict = 'FAIL (%s)' % ', '.join(failed) if failed else 'ok'
+    line = '%-12s float64: %s  %s | float32 (info): %s' % (
+        os.path.splitext(os.path.basename(path))[0], format_errors(errs64), verdict,
+        format_errors(errs32))
+    return not failed, line
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__.strip())
+        return 2
+    all_passed = True
+    for path in argv[1:]:
+        passed, line = check(path)
+        print(line, flush=True)
+        all_passed &= passed
+    print('bounds: loss/acc %.0e, grad %.0e, adam %.0e' % (BOUNDS['loss'], BOUNDS['grad'], BOUNDS['adam']))
+    return 0 if all_passed else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
