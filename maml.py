@@ -106,7 +106,7 @@ class MAML(tf.Module):
         self.variable_names = list(self.weights) + list(self.norm_weights)
         self.pretrain_optimizer = Adam(self.variables_list, config.meta_lr, name='pretrain_adam')
         self.metatrain_optimizer = Adam(self.variables_list, config.meta_lr, name='metatrain_adam')
-        self._compiled = {}
+        self._compiled = _FunctionCache()  # a plain dict attribute would be checkpointed
 
     ## Initialisation -----------------------------------------------------------
 
@@ -312,10 +312,11 @@ class MAML(tf.Module):
     def _run(self, name, fn, batch, num_steps):
         """Call fn inside one tf.function per (name, num_steps): no retracing in the loop."""
         key = (name, num_steps)
-        if key not in self._compiled:
-            self._compiled[key] = tf.function(lambda a, b, la, lb: fn(a, b, la, lb, num_steps))
+        functions = self._compiled.functions
+        if key not in functions:
+            functions[key] = tf.function(lambda a, b, la, lb: fn(a, b, la, lb, num_steps))
         inputs = [tf.convert_to_tensor(x, dtype=self.dtype) for x in batch]
-        return self._compiled[key](*inputs)
+        return functions[key](*inputs)
 
     def metatrain_step(self, batch, num_steps=None):
         """One meta-update on batch = (inputa, inputb, labela, labelb).
@@ -345,6 +346,13 @@ class MAML(tf.Module):
                 raise ValueError('%s: shape %s does not match the model\'s %s'
                                  % (name, np.shape(value), tuple(var.shape)))
             var.assign(np.asarray(value, dtype=self.dtype.as_numpy_dtype))
+
+
+class _FunctionCache:
+    """Holds the compiled steps out of the checkpointed object graph."""
+
+    def __init__(self):
+        self.functions = {}
 
 
 class _null_context:

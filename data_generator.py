@@ -1,0 +1,264 @@
+"""Meta-batches of tasks: inputa/labela (support) and inputb/labelb (query).
+
+Sinusoid tasks are drawn on the fly. Omniglot and miniImagenet are read once
+into uint8 arrays (optionally through a cache file next to the data), and
+tasks are sampled from memory, so no training step waits on file reads.
+
+Every batch comes from its own random stream, seeded by (seed, split, index):
+the tasks of iteration 1234 are the same whether or not the run was
+interrupted and resumed before it.
+"""
+import hashlib
+import json
+import os
+import random
+import sys
+
+import numpy as np
+from PIL import Image
+
+OMNIGLOT_FOLDER = 'omniglot_resized'
+MINIIMAGENET_FOLDER = 'miniImagenet'
+OMNIGLOT_NUM_TRAIN, OMNIGLOT_NUM_VAL = 1100, 100
+OMNIGLOT_SPLIT_SEED = 1
+MINIIMAGENET_QUERIES = 15  # query examples per class in miniImagenet training
+PREPARE_COMMANDS = {
+    'omniglot': 'python -m data.prepare omniglot PATH/TO/omniglot  (the folder holding images_background.zip, images_evaluation.zip)',
+    'miniimagenet': 'python -m data.prepare miniimagenet PATH/TO/miniImagenet  (the folder holding images/ or images.tar.gz and train/val/test.csv)',
+}
+STREAMS = {'train': 0, 'val': 1, 'test': 2}
+
+
+class DataError(Exception):
+    """A data set is missing, incomplete or unreadable; the message says which file."""
+
+
+## Reading image folders -----------------------------------------------------------------
+
+def list_class_folders(root, depth):
+    """Class folders below root, depth 1 (class/) or 2 (alphabet/character/), sorted.
+
+    Sorting fixes the reference's dependence on os.listdir order.
+    """
+    if not os.path.isdir(root):
+        raise DataError('data folder not found: %s' % root)
+    folders = [root]
+    for _ in range(depth):
+        folders = [os.path.join(f, name) for f in folders for name in sorted(os.listdir(f))
+                   if os.path.isdir(os.path.join(f, name))]
+    return folders
+
+
+def read_image(path):
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert('RGB' if im.mode not in ('1', 'L') else 'L'), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise DataError('unreadable image %s: %s' % (path, exc)) from exc
+
+
+def load_class_images(folder, extension):
+    """All images of one class folder, sorted by name, as one uint8 array."""
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(extension))
+    if not names:
+        raise DataError('class folder holds no %s images: %s' % (extension, folder))
+    images = [read_image(os.path.join(folder, n)) for n in names]
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise DataError('images of different sizes %s in %s' % (sorted(shapes), folder))
+    return np.stack(images)
+
+
+def fingerprint(folders, extension):
+    """Cheap identity of a folder tree: names, sizes and mtimes of its images."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for name in sorted(os.listdir(folder)):
+            if name.lower().endswith(extension):
+                st = os.stat(os.path.join(folder, name))
+                digest.update(('%s/%s:%d:%d;' % (folder, name, st.st_size, st.st_mtime_ns)).encode())
+    return digest.hexdigest()
+
+
+def load_classes(folders, extension, cache_path=None, progress=True):
+    """uint8 array [classes, images_per_class, H, W(, C)] of the given class folders.
+
+    With cache_path, the array is kept in an .npy file beside a fingerprint of
+    the folders; a stale or corrupt cache is rebuilt.
+    """
+    key = fingerprint(folders, extension) if cache_path else None
+    if cache_path and os.path.exists(cache_path) and os.path.exists(cache_path + '.json'):
+        try:
+            with open(cache_path + '.json') as f:
+                if json.load(f).get('fingerprint') == key:
+                    return np.load(cache_path, mmap_mode=None)
+        except (OSError, ValueError):
+            pass  # unreadable cache: rebuild it below
+    classes = []
+    for i, folder in enumerate(folders):
+        classes.append(load_class_images(folder, extension))
+        if progress and (i + 1) % max(1, len(folders) // 10) == 0:
+            print('  loaded %d/%d classes' % (i + 1, len(folders)), file=sys.stderr, flush=True)
+    counts = {c.shape[0] for c in classes}
+    if len(counts) != 1:
+        smallest = min(range(len(classes)), key=lambda i: classes[i].shape[0])
+        raise DataError('classes hold different numbers of images (%s); e.g. %s has %d'
+                        % (sorted(counts), folders[smallest], classes[smallest].shape[0]))
+    images = np.stack(classes)
+    if cache_path:
+        write_cache(cache_path, images, key)
+    return images
+
+
+def write_cache(cache_path, images, key):
+    """Write the cache atomically: a crash never leaves a cache that loads wrong."""
+    tmp = cache_path + '.tmp.npy'
+    np.save(tmp, images)
+    os.replace(tmp, cache_path)
+    with open(cache_path + '.json.tmp', 'w') as f:
+        json.dump({'fingerprint': key, 'shape': list(images.shape)}, f)
+    os.replace(cache_path + '.json.tmp', cache_path + '.json')
+
+
+## Splits ---------------------------------------------------------------------------------------
+
+def omniglot_split(character_folders):
+    """Sorted character list shuffled with random.seed(1): 1100 train, 100 val, rest test."""
+    order = sorted(character_folders)
+    random.Random(OMNIGLOT_SPLIT_SEED).shuffle(order)
+    n_train, n_val = OMNIGLOT_NUM_TRAIN, OMNIGLOT_NUM_VAL
+    return {'train': order[:n_train], 'val': order[n_train:n_train + n_val], 'test': order[n_train + n_val:]}
+
+
+## Task sampling ---------------------------------------------------------------------------------------
+
+def sample_task(rng, class_images, num_classes, num_samples_per_class, rotate):
+    """One N-way task as (images [N*S, ...], labels [N*S]) in the reference's layout.
+
+    Classes get positions 0..N-1 in a random order; each sample index k holds
+    one image of every class, in a fresh random class order. With rotate, each
+    class is turned by a random multiple of 90 degrees (Omniglot).
+    """
+    classes = rng.choice(class_images.shape[0], num_classes, replace=False)
+    picks = np.stack([rng.choice(class_images.shape[1], num_samples_per_class, replace=False)
+                      for _ in range(num_classes)])
+    rotations = rng.integers(0, 4, num_classes) if rotate else np.zeros(num_classes, int)
+    images, labels = [], []
+    for k in range(num_samples_per_class):
+        for label in rng.permutation(num_classes):
+            image = class_images[classes[label], picks[label, k]]
+            images.append(np.rot90(image, rotations[label]) if rotations[label] else image)
+            labels.append(label)
+    return np.stack(images), np.array(labels)
+
+
+class DataGenerator:
+    """Meta-batches for sinusoid, omniglot or miniimagenet.
+
+    num_samples_per_class: examples per class (per function for sinusoid) in a
+    task: the first update_batch_size of each class are the support set.
+    """
+
+    def __init__(self, num_samples_per_class, batch_size, datasource='sinusoid', num_classes=5,
+                 test_set=False, data_dir='data', seed=0, baseline=None, cache=True):
+        self.num_samples_per_class = num_samples_per_class
+        self.batch_size = batch_size
+        self.datasource = datasource
+        self.seed = seed
+        self.baseline = baseline
+        self.eval_split = 'test' if test_set else 'val'
+        self.num_classes = 1
+        if datasource == 'sinusoid':
+            self.amp_range, self.phase_range, self.input_range = [0.1, 5.0], [0, np.pi], [-5.0, 5.0]
+            self.dim_input = 3 if baseline == 'oracle' else 1
+            self.dim_output = 1
+            return
+        self.num_classes = self.dim_output = num_classes
+        if datasource == 'omniglot':
+            self.img_size, self.channels, self.rotate = (28, 28), 1, True
+            self.root = os.path.join(data_dir, OMNIGLOT_FOLDER)
+        elif datasource == 'miniimagenet':
+            self.img_size, self.channels, self.rotate = (84, 84), 3, False
+            self.root = os.path.join(data_dir, MINIIMAGENET_FOLDER)
+        else:
+            raise ValueError('Unrecognized data source: %r' % datasource)
+        self.dim_input = int(np.prod(self.img_size)) * self.channels
+        self.cache = cache
+        self._splits = {}
+        self._check_root()
+
+    def _check_root(self):
+        if not os.path.isdir(self.root):
+            raise DataError('%s data not found at %s. Prepare it first with:\n  %s'
+                            % (self.datasource, self.root, PREPARE_COMMANDS[self.datasource]))
+
+    ## Class folders and images per split --------------------------------------------------------
+
+    def class_folders(self, split):
+        """The class folders of a split ('train', 'val' or 'test')."""
+        if self.datasource == 'omniglot':
+            return omniglot_split(list_class_folders(self.root, 2))[split]
+        return list_class_folders(os.path.join(self.root, split), 1)
+
+    def split_images(self, split):
+        """uint8 images of a split, loaded on first use and kept in memory."""
+        if split not in self._splits:
+            if self.datasource == 'omniglot':
+                self._splits[split] = self._omniglot_images()[split]
+            else:
+                folders = self.class_folders(split)
+                cache = os.path.join(self.root, '.cache_%s.npy' % split) if self.cache else None
+                self._splits[split] = load_classes(folders, '.jpg', cache)
+        return self._splits[split]
+
+    def _omniglot_images(self):
+        """All 1623 characters are small (25 MB): load once, index per split."""
+        folders = sorted(list_class_folders(self.root, 2))
+        cache = os.path.join(self.root, '.cache_all.npy') if self.cache else None
+        images = load_classes(folders, '.png', cache)
+        index = {f: i for i, f in enumerate(folders)}
+        split = omniglot_split(folders)
+        return {name: images[[index[f] for f in members]] for name, members in split.items()}
+
+    def num_classes_in(self, split):
+        return len(self.class_folders(split))
+
+    ## Batches ---------------------------------------------------------------------------------------
+
+    def rng(self, split, index):
+        """The random stream of batch `index` of a split; independent of all others."""
+        return np.random.default_rng([self.seed, STREAMS[split], index])
+
+    def generate(self, train=True, index=0):
+        """Sinusoid batch: inputs [B, S, 1], outputs [B, S, 1], amp [B], phase [B]."""
+        rng = self.rng('train' if train else self.eval_split, index)
+        b, s = self.batch_size, self.num_samples_per_class
+        amp = rng.uniform(*self.amp_range, size=b)
+        phase = rng.uniform(*self.phase_range, size=b)
+        inputs = rng.uniform(*self.input_range, size=[b, s, 1])
+        outputs = amp[:, None, None] * np.sin(inputs - phase[:, None, None])
+        return inputs.astype(np.float32), outputs.astype(np.float32), amp, phase
+
+    def image_batch(self, split, index):
+        """Image batch: images [B, N*S, dim] float32 and one-hot labels [B, N*S, N]."""
+        rng = self.rng(split, index)
+        class_images = self.split_images(split)
+        images, labels = zip(*[sample_task(rng, class_images, self.num_classes,
+                                           self.num_samples_per_class, self.rotate)
+                               for _ in range(self.batch_size)])
+        images = np.stack(images).reshape(self.batch_size, -1, self.dim_input).astype(np.float32) / 255.0
+        if self.datasource == 'omniglot':
+            images = 1.0 - images  # stored ink-dark; the network sees ink as 1
+        return images, np.eye(self.num_classes, dtype=np.float32)[np.stack(labels)]
+
+    def make_batch(self, train=True, index=0, update_batch_size=1):
+        """(inputa, inputb, labela, labelb): the first N*K examples of each task are the support set."""
+        if self.datasource == 'sinusoid':
+            inputs, labels, amp, phase = self.generate(train, index)
+            if self.baseline == 'oracle':
+                task = np.broadcast_to(np.stack([amp, phase], -1)[:, None, :], inputs.shape[:2] + (2,))
+                inputs = np.concatenate([inputs, task.astype(np.float32)], -1)
+        else:
+            inputs, labels = self.image_batch('train' if train else self.eval_split, index)
+        split = self.num_classes * update_batch_size
+        return inputs[:, :split], inputs[:, split:], labels[:, :split], labels[:, split:]

@@ -1,0 +1,331 @@
+"""Train and test MAML (Finn, Abbeel and Levine, ICML 2017) in TensorFlow 2.
+
+Usage (the reference's command lines; see README.md for all of them):
+    10-shot sinusoid:
+        python main.py --datasource=sinusoid --logdir=logs/sine/ --metatrain_iterations=70000 --norm=None --update_batch_size=10
+    5-way 1-shot Omniglot:
+        python main.py --datasource=omniglot --metatrain_iterations=60000 --meta_batch_size=32 --update_batch_size=1 --update_lr=0.4 --num_updates=1 --logdir=logs/omniglot5way/
+    5-way 1-shot miniImagenet:
+        python main.py --datasource=miniimagenet --metatrain_iterations=60000 --meta_batch_size=4 --update_batch_size=1 --update_lr=0.01 --num_updates=5 --num_classes=5 --logdir=logs/miniimagenet1shot/ --num_filters=32 --max_pool=True
+    Evaluate: add --train=False (and --test_set=True for the test split).
+"""
+import csv
+import math
+import os
+import pickle
+import signal
+import sys
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+## Dataset/method options
+flags.DEFINE_string('datasource', 'sinusoid', 'sinusoid or omniglot or miniimagenet')
+flags.DEFINE_integer('num_classes', 5, 'number of classes used in classification (e.g. 5-way classification).')
+flags.DEFINE_string('baseline', None, 'oracle, or None (oracle: the task parameters are an input; sinusoid only)')
+
+## Training options
+flags.DEFINE_integer('pretrain_iterations', 0, 'number of pre-training iterations.')
+flags.DEFINE_integer('metatrain_iterations', 15000, 'number of metatraining iterations.')
+flags.DEFINE_integer('meta_batch_size', 25, 'number of tasks sampled per meta-update')
+flags.DEFINE_float('meta_lr', 0.001, 'the base learning rate of the meta-optimizer (Adam)')
+flags.DEFINE_integer('update_batch_size', 5, 'number of examples used for inner gradient update (K for K-shot learning).')
+flags.DEFINE_float('update_lr', 1e-3, 'step size alpha for inner gradient update.')
+flags.DEFINE_integer('num_updates', 1, 'number of inner gradient updates during training.')
+
+## Model options
+flags.DEFINE_string('norm', 'batch_norm', 'batch_norm, layer_norm, or None')
+flags.DEFINE_integer('num_filters', 64, 'number of filters for conv nets -- 32 for miniimagenet, 64 for omniglot.')
+flags.DEFINE_bool('conv', True, 'whether or not to use a convolutional network, only applicable in some cases')
+flags.DEFINE_bool('max_pool', False, 'Whether or not to use max pooling rather than strided convolutions')
+flags.DEFINE_bool('stop_grad', False, 'if True, do not use second derivatives in meta-optimization (first-order MAML)')
+
+## Logging, saving, and testing options
+flags.DEFINE_bool('log', True, 'if false, do not log summaries, for debugging code.')
+flags.DEFINE_string('logdir', '/tmp/data', 'directory for summaries and checkpoints.')
+flags.DEFINE_bool('resume', True, 'resume training if there is a model available')
+flags.DEFINE_bool('train', True, 'True to train, False to test.')
+flags.DEFINE_integer('test_iter', -1, 'iteration to load model (-1 for latest model)')
+flags.DEFINE_bool('test_set', False, 'Set to true to test on the the test set, False for the validation set.')
+flags.DEFINE_integer('train_update_batch_size', -1, 'number of examples used for gradient update during training (use if you want to test with a different number).')
+flags.DEFINE_float('train_update_lr', -1, 'value of inner gradient step step during training. (use if you want to test with a different value)')
+
+## Options of this reproduction (not in the reference)
+flags.DEFINE_string('data_dir', 'data', 'folder holding omniglot_resized/ and miniImagenet/ (the reference: ./data)')
+flags.DEFINE_integer('seed', 0, 'seed of the weight initialisation and of the task streams')
+
+SUMMARY_INTERVAL = 100
+SAVE_INTERVAL = 1000
+NUM_TEST_POINTS = 600
+TEST_NUM_UPDATES = 10
+
+
+def experiment_name(f):
+    """exp_string of the reference: the folder under logdir of one configuration."""
+    name = 'cls_%s.mbs_%s.ubs_%s.numstep%s.updatelr%s' % (
+        f.num_classes, f.meta_batch_size, f.train_update_batch_size, f.num_updates, f.train_update_lr)
+    if f.num_filters != 64:
+        name += 'hidden' + str(f.num_filters)
+    if f.max_pool:
+        name += 'maxpool'
+    if f.stop_grad:
+        name += 'stopgrad'
+    if f.baseline:
+        name += f.baseline
+    name += {'batch_norm': 'batchnorm', 'layer_norm': 'layernorm', 'None': 'nonorm'}[f.norm]
+    return name
+
+
+def recorded_steps(datasource, train):
+    """Inner steps the model reports: sinusoid 5/10, omniglot 10, miniimagenet 1/10."""
+    if train:
+        return {'sinusoid': 5, 'omniglot': 10, 'miniimagenet': 1}[datasource]
+    return TEST_NUM_UPDATES
+
+
+def samples_per_class(datasource, update_batch_size, train):
+    """2K per class (K support + K query); miniimagenet training uses K + 15."""
+    if datasource == 'miniimagenet' and train:
+        from data_generator import MINIIMAGENET_QUERIES
+        return update_batch_size + MINIIMAGENET_QUERIES
+    return 2 * update_batch_size
+
+
+def print_intervals(datasource):
+    """(print, validation) intervals: 1000/5000 for sinusoid, 100/500 for images."""
+    return (1000, 5000) if datasource == 'sinusoid' else (100, 500)
+
+
+## Training ------------------------------------------------------------------------------------
+
+class Trainer:
+    """The training loop: printing cadence, summaries, validation and checkpoints."""
+
+    def __init__(self, model, data_generator, ckpt, writer):
+        self.model, self.data_generator = model, data_generator
+        self.ckpt, self.writer = ckpt, writer
+        self.print_interval, self.val_interval = print_intervals(FLAGS.datasource)
+        self.key = 'accuracy' if model.classification else 'loss'
+
+    def pre_post(self, out):
+        """The pre-update and step-num_updates figures the reference prints (accuracy for images)."""
+        if self.model.classification:
+            return out['total_accuracy1'], out['total_accuracies2'][FLAGS.num_updates - 1]
+        return out['total_loss1'], out['total_losses2'][FLAGS.num_updates - 1]
+
+    def write_summaries(self, out, itr, prefix):
+        if self.writer is None:
+            return
+        scalars = {prefix + 'Pre-update loss': out['total_loss1']}
+        for j, value in enumerate(out['total_losses2']):
+            scalars[prefix + 'Post-update loss, step %d' % (j + 1)] = value
+        if self.model.classification:
+            scalars[prefix + 'Pre-update accuracy'] = out['total_accuracy1']
+            for j, value in enumerate(out['total_accuracies2']):
+                scalars[prefix + 'Post-update accuracy, step %d' % (j + 1)] = value
+        write_scalars(self.writer, scalars, itr)
+
+    def step(self, itr):
+        """One pretraining or meta-training iteration; all recorded steps only when reported."""
+        batch = self.data_generator.make_batch(train=True, index=itr, update_batch_size=FLAGS.update_batch_size)
+        report = itr % SUMMARY_INTERVAL == 0 or itr % self.print_interval == 0
+        if itr < FLAGS.pretrain_iterations:
+            return self.model.pretrain_step(batch, self.model.num_steps if report else 0), report
+        return self.model.metatrain_step(batch, self.model.num_steps if report else None), report
+
+    def validate(self, itr):
+        batch = self.data_generator.make_batch(train=False, index=itr, update_batch_size=FLAGS.update_batch_size)
+        out = self.model.evaluate(batch)
+        self.write_summaries(out, itr, 'metaval_')
+        pre, post = self.pre_post(out)
+        print('Validation results: %s, %s' % (float(pre), float(post)), flush=True)
+
+    def run(self, start_itr, total_itr):
+        print('Done initializing, starting training.', flush=True)
+        prelosses, postlosses = [], []
+        itr = start_itr - 1
+        try:
+            for itr in range(start_itr, total_itr):
+                out, report = self.step(itr)
+                if report:
+                    pre, post = (float(v) for v in self.pre_post(out))
+                    check_finite(out, itr)
+                    prelosses.append(pre)
+                    postlosses.append(post)
+                    self.write_summaries(out, itr, 'metatrain_')
+                if itr != 0 and itr % self.print_interval == 0:
+                    label = ('Pretrain Iteration %d' % itr if itr < FLAGS.pretrain_iterations
+                             else 'Iteration %d' % (itr - FLAGS.pretrain_iterations))
+                    print('%s: %s, %s' % (label, np.mean(prelosses), np.mean(postlosses)), flush=True)
+                    prelosses, postlosses = [], []
+                if itr != 0 and itr % SAVE_INTERVAL == 0:
+                    self.ckpt.save(itr)
+                if (itr != 0 and itr % self.val_interval == 0 and FLAGS.datasource != 'sinusoid'):
+                    self.validate(itr)
+        except KeyboardInterrupt:
+            if itr >= start_itr:
+                path = self.ckpt.save(itr)
+                print('Interrupted after iteration %d; saved %s. Resume with the same command.'
+                      % (itr, path), flush=True)
+            raise SystemExit(130)
+        if itr >= start_itr:
+            self.ckpt.save(itr)
+
+
+def write_scalars(writer, scalars, step):
+    """TensorBoard scalars without the tensorboard package: core tf.summary.write
+    with the 'scalars' plugin metadata that tf.summary.scalar would attach."""
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = 'scalars'
+    with writer.as_default(step=step):
+        for tag, value in scalars.items():
+            tf.summary.write(tag, tf.cast(value, tf.float32), metadata=metadata.SerializeToString())
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+def check_finite(out, itr):
+    """Stop before a diverged model is saved over the last good checkpoint."""
+    values = [out['total_loss1']] + list(out['total_losses2'])
+    if not all(math.isfinite(float(v)) for v in values):
+        raise NonFiniteLoss('non-finite loss at iteration %d; the last good checkpoint is kept' % itr)
+
+
+## Checkpoints --------------------------------------------------------------------------------
+
+class Checkpoints:
+    """tf.train.CheckpointManager of the model and both Adam states, keeping 10.
+
+    Files are logdir/exp_string/model-<iteration>.*; the manager's bookkeeping
+    file is replaced only after a checkpoint is fully written, so a crash
+    during a save leaves the previous checkpoint as the latest.
+    """
+
+    def __init__(self, model, directory):
+        import tensorflow as tf
+        self.directory = directory
+        self.last_itr = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(model=model, last_itr=self.last_itr)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=10,
+                                                  checkpoint_name='model')
+
+    def save(self, itr):
+        self.last_itr.assign(itr)
+        return self.manager.save(checkpoint_number=itr)
+
+    def path_for(self, test_iter):
+        """The checkpoint to load: the latest, or the one of iteration test_iter (> 0)."""
+        if test_iter > 0:
+            path = os.path.join(self.directory, 'model-%d' % test_iter)
+            return path if os.path.exists(path + '.index') else None
+        return self.manager.latest_checkpoint
+
+    def restore(self, path):
+        """Restore everything saved at path; returns the iteration it was saved after."""
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        return int(self.last_itr.numpy())
+
+
+## Testing --------------------------------------------------------------------------------
+
+def test(model, data_generator, out_dir):
+    """600 tasks one at a time, inner steps 0..10; prints and writes the CSV and pickle."""
+    rows = []
+    for i in range(NUM_TEST_POINTS):
+        batch = data_generator.make_batch(train=False, index=i, update_batch_size=FLAGS.update_batch_size)
+        out = model.evaluate(batch, TEST_NUM_UPDATES)
+        first, rest = ('total_accuracy1', 'total_accuracies2') if model.classification else ('total_loss1', 'total_losses2')
+        rows.append([float(out[first])] + [float(v) for v in out[rest]])
+        if (i + 1) % 100 == 0:
+            print('Tested %d/%d tasks' % (i + 1, NUM_TEST_POINTS), file=sys.stderr, flush=True)
+    from utils import confidence_summary
+    results = np.array(rows)
+    means, stds, ci95 = confidence_summary(results)
+    print('Mean validation accuracy/loss, stddev, and confidence intervals')
+    print((means, stds, ci95))
+    base = os.path.join(out_dir, 'test_ubs%s_stepsize%s' % (FLAGS.update_batch_size, FLAGS.update_lr))
+    write_results(base, results, means, stds, ci95)
+    return means, stds, ci95
+
+
+def write_results(base, results, means, stds, ci95):
+    """The reference's output files: base.csv (header update0.., means, stds, ci95) and base.pkl."""
+    with open(base + '.pkl', 'wb') as f:
+        pickle.dump({'mses': results}, f)
+    with open(base + '.csv', 'w', newline='') as f:
+        writer = csv.writer(f, delimiter=',')
+        writer.writerow(['update' + str(i) for i in range(len(means))])
+        for row in (means, stds, ci95):
+            writer.writerow(row)
+
+
+## Main --------------------------------------------------------------------------------------------
+
+def build(train):
+    """The data generator and the model for the current flags."""
+    import tensorflow as tf
+    from data_generator import DataGenerator
+    from maml import MAML, ModelConfig
+    meta_batch_size = FLAGS.meta_batch_size if train else 1  # testing is one task at a time
+    data_generator = DataGenerator(
+        samples_per_class(FLAGS.datasource, FLAGS.update_batch_size, train), meta_batch_size,
+        datasource=FLAGS.datasource, num_classes=FLAGS.num_classes, test_set=FLAGS.test_set,
+        data_dir=FLAGS.data_dir, seed=FLAGS.seed, baseline=FLAGS.baseline)
+    model = MAML(data_generator.dim_input, data_generator.dim_output,
+                 test_num_updates=recorded_steps(FLAGS.datasource, train),
+                 config=ModelConfig.from_flags(FLAGS), dtype=tf.float32, seed=FLAGS.seed)
+    return data_generator, model
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # TF's checkpoint INFO lines would drown the progress lines
+    if FLAGS.baseline == 'oracle':
+        # the oracle is trained by plain regression on the task-aware input
+        FLAGS.pretrain_iterations += FLAGS.metatrain_iterations
+        FLAGS.metatrain_iterations = 0
+    if FLAGS.train_update_batch_size == -1:
+        FLAGS.train_update_batch_size = FLAGS.update_batch_size
+    if FLAGS.train_update_lr == -1:
+        FLAGS.train_update_lr = FLAGS.update_lr
+    exp_dir = os.path.join(FLAGS.logdir, experiment_name(FLAGS))
+    data_generator, model = build(FLAGS.train)
+    ckpt = Checkpoints(model, exp_dir)
+    start_itr = 0
+    if FLAGS.resume or not FLAGS.train:
+        path = ckpt.path_for(FLAGS.test_iter if not FLAGS.train else -1)
+        if path:
+            print('Restoring model weights from ' + path, flush=True)
+            start_itr = ckpt.restore(path) + 1
+        elif not FLAGS.train:
+            raise app.UsageError('--train=False: no checkpoint to test in %s%s' % (
+                exp_dir, ' for --test_iter=%d' % FLAGS.test_iter if FLAGS.test_iter > 0 else ''))
+    if FLAGS.train:
+        import tensorflow as tf
+        os.makedirs(exp_dir, exist_ok=True)
+        writer = tf.summary.create_file_writer(exp_dir) if FLAGS.log else None
+        total = FLAGS.pretrain_iterations + FLAGS.metatrain_iterations
+        try:
+            Trainer(model, data_generator, ckpt, writer).run(start_itr, total)
+        except NonFiniteLoss as exc:
+            print('Stopped: %s' % exc, file=sys.stderr, flush=True)
+            return 1
+    else:
+        test(model, data_generator, exp_dir)
+    return 0
+
+
+def run():
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # save on kill -TERM as on Ctrl-C
+    app.run(main)
+
+
+if __name__ == '__main__':
+    run()
