@@ -3,6 +3,14 @@
 The networks are functions of a dict of weights (forward_fc, forward_conv), so
 the inner loop can run them on fast weights; nested tf.GradientTape gives the
 second-order meta-gradient, or the first-order one with stop_grad.
+
+All tasks of a meta-batch run at once. The weights are tiled into one copy per
+task ("task-batched": conv kernels [3, 3, in, tasks*out] used as a grouped
+convolution, fc matrices [tasks, in, out]); the gradient of the summed task
+losses with respect to the tiled copy is each task's own gradient, so one
+inner step adapts every task. Per-task batch norm falls out of the layout.
+This replaces the reference's map_fn over tasks: the same function, a few
+large ops instead of thousands of small ones.
 """
 import dataclasses
 import math
@@ -11,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import special_grads  # noqa: F401  (kept for the reference's layout; see its docstring)
-from utils import accuracy, conv_block, mse, normalize, norm_param_names, xent
+from utils import accuracy, conv_block, mse, normalize_fc, norm_param_names, xent
 
 FC_HIDDEN_SINUSOID = [40, 40]
 FC_HIDDEN_IMAGES = [256, 128, 64, 64]
@@ -178,31 +186,52 @@ class MAML(tf.Module):
         prefix = 'norm/%s/' % scope
         return {k[len(prefix):]: v for k, v in self.norm_weights.items() if k.startswith(prefix)}
 
-    ## Networks -------------------------------------------------------------------
+    def tile_weights(self, weights, num_tasks):
+        """One copy of the shared weights per task, in the task-batched layout."""
+        tiled = {}
+        for name, w in weights.items():
+            if self.forward == self.forward_conv and name.startswith('conv'):
+                tiled[name] = tf.tile(w, [1, 1, 1, num_tasks])
+            elif self.forward == self.forward_conv and name in ('b1', 'b2', 'b3', 'b4'):
+                tiled[name] = tf.tile(w, [num_tasks])
+            else:
+                tiled[name] = tf.tile(w[None], [num_tasks] + [1] * len(w.shape))
+        return tiled
+
+    ## Networks (inputs [tasks, examples, dim], task-batched weights) ----------------------------
 
     def forward_fc(self, inp, weights):
         """Fully connected net: (matmul + bias -> norm -> ReLU) per hidden layer, linear output."""
         hidden = inp
         scopes = [scope for scope, _ in self.norm_scopes()]
         for i, scope in enumerate(scopes):
-            hidden = tf.matmul(hidden, weights['w%d' % (i + 1)]) + weights['b%d' % (i + 1)]
-            hidden = normalize(hidden, self.config.norm, self._norm(scope))
+            hidden = tf.matmul(hidden, weights['w%d' % (i + 1)]) + weights['b%d' % (i + 1)][:, None, :]
+            hidden = normalize_fc(hidden, self.config.norm, self._norm(scope))
         last = len(scopes) + 1
-        return tf.matmul(hidden, weights['w%d' % last]) + weights['b%d' % last]
+        return tf.matmul(hidden, weights['w%d' % last]) + weights['b%d' % last][:, None, :]
 
     def forward_conv(self, inp, weights):
-        """Four conv blocks, then the head: spatial mean (Omniglot) or flatten (miniImagenet)."""
-        hidden = tf.reshape(inp, [-1, self.img_size, self.img_size, self.channels])
+        """Four conv blocks, then the head: spatial mean (Omniglot) or flatten (miniImagenet).
+
+        The tasks travel side by side in the channel axis: [B, H, W, tasks*channels].
+        """
+        num_tasks, size, channels = inp.shape[0], self.img_size, self.channels
+        hidden = tf.reshape(inp, [num_tasks, -1, size, size, channels])
+        hidden = tf.reshape(tf.transpose(hidden, [1, 2, 3, 0, 4]), [-1, size, size, num_tasks * channels])
         for i in range(4):
-            hidden = conv_block(hidden, weights['conv%d' % (i + 1)], weights['b%d' % (i + 1)],
+            hidden = conv_block(hidden, weights['conv%d' % (i + 1)], weights['b%d' % (i + 1)], num_tasks,
                                 self.config.norm, self._norm(str(i)), self.config.max_pool)
         if self.config.datasource == 'miniimagenet':
-            hidden = tf.reshape(hidden, [-1, int(np.prod(hidden.shape[1:]))])
+            _, h, w, _ = hidden.shape
+            hidden = tf.reshape(hidden, [-1, h, w, num_tasks, self.dim_hidden])
+            hidden = tf.reshape(tf.transpose(hidden, [3, 0, 1, 2, 4]), [num_tasks, -1, h * w * self.dim_hidden])
         else:
             hidden = tf.reduce_mean(hidden, [1, 2])
-        return tf.matmul(hidden, weights['w5']) + weights['b5']
+            hidden = tf.transpose(tf.reshape(hidden, [-1, num_tasks, self.dim_hidden]), [1, 0, 2])
+        return tf.matmul(hidden, weights['w5']) + weights['b5'][:, None, :]
 
     def loss_func(self, pred, label):
+        """One loss per task: [tasks]."""
         if self.classification:
             return xent(pred, label, self.config.update_batch_size)
         return mse(pred, label)
@@ -210,31 +239,34 @@ class MAML(tf.Module):
     ## Inner loop -------------------------------------------------------------------
 
     def inner_update(self, fast_weights, inputa, labela, stop_grad):
-        """One gradient step on the support set; returns (new fast weights, output, loss).
+        """One gradient step on every task's support set.
 
-        The step is taken under its own tape; an enclosing tape records it, so
-        the meta-gradient flows through the inner gradient (second order)
-        unless stop_grad treats that gradient as a constant.
+        Returns (new fast weights, outputs, per-task losses). The step is taken
+        under its own tape; an enclosing tape records it, so the meta-gradient
+        flows through the inner gradient (second order) unless stop_grad
+        treats that gradient as a constant (first order).
         """
         with tf.GradientTape(watch_accessed_variables=False) as inner_tape:
             inner_tape.watch(list(fast_weights.values()))
             output = self.forward(inputa, fast_weights)
-            loss = self.loss_func(output, labela)
-        grads = inner_tape.gradient(loss, fast_weights)
+            losses = self.loss_func(output, labela)
+            # each task's loss depends on its own copy only: these are per-task gradients
+            total = tf.reduce_sum(losses)
+        grads = inner_tape.gradient(total, fast_weights)
         if stop_grad:
             grads = {k: tf.stop_gradient(g) for k, g in grads.items()}
         new_weights = {k: fast_weights[k] - self.update_lr * grads[k] for k in fast_weights}
-        return new_weights, output, loss
+        return new_weights, output, losses
 
-    def task_metalearn(self, inputa, inputb, labela, labelb, num_steps, outer_tape=None):
-        """Adapt to one task; record the query loss (and accuracy) after each step.
+    def adapt(self, inputa, inputb, labela, labelb, num_steps, outer_tape=None):
+        """Adapt to every task; record the query losses (and accuracies) after each step.
 
         Steps beyond the training num_updates are only reported, so when an
         outer tape is given they run with it paused: they cost no tape memory
         and contribute nothing to the meta-gradient.
         """
-        fast_weights = dict(self.weights)
-        lossa = outputa = None
+        fast_weights = self.tile_weights(self.weights, inputa.shape[0])
+        outputa = lossa = None
         lossesb, outputsb = [], []
         for step in range(num_steps):
             pause = outer_tape is not None and step >= self.config.num_updates
@@ -247,7 +279,7 @@ class MAML(tf.Module):
                 outputsb.append(outputb)
                 lossesb.append(self.loss_func(outputb, labelb))
         if num_steps == 0:
-            outputa = self.forward(inputa, self.weights)
+            outputa = self.forward(inputa, fast_weights)
             lossa = self.loss_func(outputa, labela)
         result = {'lossa': lossa, 'lossesb': lossesb}
         if self.classification:
@@ -256,21 +288,18 @@ class MAML(tf.Module):
         return result
 
     def metabatch(self, inputa, inputb, labela, labelb, num_steps, outer_tape=None):
-        """Run every task of the meta-batch; totals are sums over tasks / meta-batch size."""
-        tasks = [self.task_metalearn(inputa[i], inputb[i], labela[i], labelb[i], num_steps, outer_tape)
-                 for i in range(inputa.shape[0])]
-        meta_batch_size = tf.cast(len(tasks), self.dtype)
+        """Totals over the meta-batch: sums over tasks / meta-batch size, as the reference."""
+        tasks = self.adapt(inputa, inputb, labela, labelb, num_steps, outer_tape)
+        meta_batch_size = tf.cast(inputa.shape[0], self.dtype)
 
-        def total(key):
-            return tf.add_n([t[key] for t in tasks]) / meta_batch_size
+        def total(value):
+            return tf.reduce_sum(value) / meta_batch_size
 
-        def totals(key):
-            return [tf.add_n([t[key][j] for t in tasks]) / meta_batch_size for j in range(num_steps)]
-
-        out = {'total_loss1': total('lossa'), 'total_losses2': totals('lossesb')}
+        out = {'total_loss1': total(tasks['lossa']),
+               'total_losses2': [total(v) for v in tasks['lossesb']]}
         if self.classification:
-            out['total_accuracy1'] = total('accuracya')
-            out['total_accuracies2'] = totals('accuraciesb')
+            out['total_accuracy1'] = total(tasks['accuracya'])
+            out['total_accuracies2'] = [total(v) for v in tasks['accuraciesb']]
         return out
 
     ## Outer loop --------------------------------------------------------------------------

@@ -26,30 +26,50 @@ def exact_moments(x, axes):
     return mean, variance
 
 
-def batch_norm(x, beta):
-    """Batch norm with the statistics of this call (training mode, always).
+def batch_norm(x, beta, axes):
+    """Batch norm with the statistics of this call over `axes` (training mode, always).
 
     Offset only, no scale, as tf.contrib.layers.batch_norm's defaults; the
     moving averages the reference kept were never used, so there are none.
     """
-    axes = list(range(len(x.shape) - 1))
     mean, variance = exact_moments(x, axes)
     return (x - mean) * tf.math.rsqrt(variance + BATCH_NORM_EPSILON) + beta
 
 
-def layer_norm(x, beta, gamma):
-    """Normalise over every axis but the batch axis; scale and offset per channel."""
-    axes = list(range(1, len(x.shape)))
+def layer_norm(x, beta, gamma, axes):
+    """Normalise over `axes` (all of one example); scale and offset per channel."""
     mean, variance = exact_moments(x, axes)
     return (x - mean) * tf.math.rsqrt(variance + LAYER_NORM_EPSILON) * gamma + beta
 
 
-def normalize(x, norm, norm_weights, activation=tf.nn.relu):
-    """Apply the configured normalisation (norm_weights: {'beta', 'gamma'}), then activation."""
+def normalize_fc(x, norm, norm_weights, activation=tf.nn.relu):
+    """Norm + activation of fc activations [tasks, examples, units].
+
+    Batch norm takes its statistics per task (over examples), as the
+    reference normalised each task's batch on its own.
+    """
     if norm == 'batch_norm':
-        x = batch_norm(x, norm_weights['beta'])
+        x = batch_norm(x, norm_weights['beta'], [1])
     elif norm == 'layer_norm':
-        x = layer_norm(x, norm_weights['beta'], norm_weights['gamma'])
+        x = layer_norm(x, norm_weights['beta'], norm_weights['gamma'], [2])
+    elif norm != 'None':
+        raise ValueError('norm must be one of %s, got %r' % (', '.join(NORMS), norm))
+    return activation(x) if activation is not None else x
+
+
+def normalize_grouped(x, num_tasks, norm, norm_weights, activation=tf.nn.relu):
+    """Norm + activation of conv activations of a meta-batch laid out [B, H, W, tasks*channels].
+
+    In this layout batch-norm statistics over (B, H, W) are per task and
+    channel, exactly the reference's per-task batch norm. Layer norm views
+    the channels as [tasks, channels] and normalises each example of each task.
+    """
+    if norm == 'batch_norm':
+        x = batch_norm(x, tf.tile(norm_weights['beta'], [num_tasks]), [0, 1, 2])
+    elif norm == 'layer_norm':
+        shape = tf.shape(x)
+        x5 = tf.reshape(x, tf.concat([shape[:3], [num_tasks, -1]], 0))
+        x = tf.reshape(layer_norm(x5, norm_weights['beta'], norm_weights['gamma'], [1, 2, 4]), shape)
     elif norm != 'None':
         raise ValueError('norm must be one of %s, got %r' % (', '.join(NORMS), norm))
     return activation(x) if activation is not None else x
@@ -60,42 +80,56 @@ def norm_param_names(norm):
     return {'batch_norm': ('beta',), 'layer_norm': ('beta', 'gamma'), 'None': ()}[norm]
 
 
-def conv_block(inp, cweight, bweight, norm, norm_weights, max_pool):
-    """3x3 SAME conv + bias -> norm -> ReLU, downsampling by 2.
+def grouped_conv2d(x, kernel, groups, strides):
+    """Convolution of `groups` independent channel groups: task t's kernel sees only task t's channels.
+
+    TensorFlow's CPU kernels run this as one grouped convolution in float32
+    (first and second derivatives included) but refuse its gradient in
+    float64, where we convolve group by group instead: the same function.
+    """
+    if groups == 1 or x.dtype == tf.float32:
+        return tf.nn.conv2d(x, kernel, strides, 'SAME')
+    xs = tf.split(x, groups, axis=-1)
+    ks = tf.split(kernel, groups, axis=-1)
+    return tf.concat([tf.nn.conv2d(xi, ki, strides, 'SAME') for xi, ki in zip(xs, ks)], -1)
+
+
+def conv_block(inp, cweight, bweight, num_tasks, norm, norm_weights, max_pool):
+    """3x3 SAME conv + bias -> norm -> ReLU, downsampling by 2, for all tasks at once.
 
     Downsampling is a stride-2 conv, or with max_pool a stride-1 conv followed
     by 2x2 max pooling (VALID), as in the reference.
     """
     stride = 1 if max_pool else 2
-    conv_output = tf.nn.conv2d(inp, cweight, stride, 'SAME') + bweight
-    normed = normalize(conv_output, norm, norm_weights)
+    conv_output = grouped_conv2d(inp, cweight, num_tasks, stride) + bweight
+    normed = normalize_grouped(conv_output, num_tasks, norm, norm_weights)
     if max_pool:
         normed = tf.nn.max_pool2d(normed, 2, 2, 'VALID')
     return normed
 
 
-## Losses (one task at a time) ------------------------------------------------
+## Losses, one value per task of a meta-batch ------------------------------------------
 
 def mse(pred, label):
-    """Mean squared error over all points of one task."""
-    return tf.reduce_mean(tf.square(tf.reshape(pred, [-1]) - tf.reshape(label, [-1])))
+    """Mean squared error over all points of each task: [tasks, points, dim] -> [tasks]."""
+    return tf.reduce_mean(tf.square(pred - label), axis=[1, 2])
 
 
 def xent(pred, label, update_batch_size):
-    """Softmax cross-entropy summed over the task's examples, divided by K.
+    """Softmax cross-entropy summed over each task's examples, divided by K -> [tasks].
 
     The reference returned the per-example vector divided by K and let
     tf.gradients / reduce_sum add it up; the paper's update_lr values rely on
     this scaling.
     """
     per_example = tf.nn.softmax_cross_entropy_with_logits(labels=label, logits=pred)
-    return tf.reduce_sum(per_example) / tf.cast(update_batch_size, pred.dtype)
+    return tf.reduce_sum(per_example, axis=1) / tf.cast(update_batch_size, pred.dtype)
 
 
 def accuracy(pred, label):
-    """Fraction of examples whose arg-max prediction is the labelled class."""
+    """Fraction of each task's examples whose arg-max prediction is the labelled class."""
     correct = tf.equal(tf.argmax(pred, -1), tf.argmax(label, -1))
-    return tf.reduce_mean(tf.cast(correct, pred.dtype))
+    return tf.reduce_mean(tf.cast(correct, pred.dtype), axis=1)
 
 
 ## Evaluation statistics ----------------------------------------------------------
