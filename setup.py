@@ -1,0 +1,13 @@
+"""Install: pip install -e .[test]"""
+from setuptools import find_packages, setup
+
+setup(
+    name='maml-tf2',
+    version='0.1.0',
+    description='Faithful TensorFlow 2 reproduction of MAML (Finn, Abbeel and Levine, ICML 2017)',
+    python_requires='>=3.9',
+    py_modules=['main', 'maml', 'data_generator', 'utils', 'special_grads'],
+    packages=find_packages(include=['data', 'data.*']),
+    install_requires=['tensorflow>=2.16', 'numpy', 'pillow', 'absl-py'],
+    extras_require={'test': ['pytest']},
+)
