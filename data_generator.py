@@ -84,7 +84,9 @@ def load_classes(folders, extension, cache_path=None, progress=True):
     """uint8 array [classes, images_per_class, H, W(, C)] of the given class folders.
 
     With cache_path, the array is kept in an .npy file beside a fingerprint of
-    the folders; a stale or corrupt cache is rebuilt.
+    the folders; a stale or corrupt cache is rebuilt. The cache lives next to
+    the prepared folder, not inside it, so the folder stays exactly the
+    layout that data.prepare verifies.
     """
     key = fingerprint(folders, extension) if cache_path else None
     if cache_path and os.path.exists(cache_path) and os.path.exists(cache_path + '.json'):
@@ -207,14 +209,14 @@ class DataGenerator:
                 self._splits[split] = self._omniglot_images()[split]
             else:
                 folders = self.class_folders(split)
-                cache = os.path.join(self.root, '.cache_%s.npy' % split) if self.cache else None
+                cache = self.root + '.%s.cache.npy' % split if self.cache else None
                 self._splits[split] = load_classes(folders, '.jpg', cache)
         return self._splits[split]
 
     def _omniglot_images(self):
         """All 1623 characters are small (25 MB): load once, index per split."""
         folders = sorted(list_class_folders(self.root, 2))
-        cache = os.path.join(self.root, '.cache_all.npy') if self.cache else None
+        cache = self.root + '.cache.npy' if self.cache else None
         images = load_classes(folders, '.png', cache)
         index = {f: i for i, f in enumerate(folders)}
         split = omniglot_split(folders)
