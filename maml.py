@@ -16,7 +16,9 @@ import dataclasses
 import math
 
 import numpy as np
-import tensorflow as tf
+
+import utils  # noqa: F401  (first: it sets up TensorFlow's CPU kernels before the import below)
+import tensorflow as tf  # noqa: E402
 
 import special_grads  # noqa: F401  (kept for the reference's layout; see its docstring)
 from utils import accuracy, conv_block, mse, normalize_fc, norm_param_names, xent

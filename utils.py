@@ -3,8 +3,18 @@
 Everything here is a plain function of tensors, so the same code serves the
 float32 training path and the float64 reference check.
 """
+import concurrent.futures
+import functools
+import os
+
 import numpy as np
-import tensorflow as tf
+
+# TensorFlow's own CPU convolution kernels have no gradient for grouped
+# convolutions; its oneDNN kernels do. oneDNN is on by default only on some
+# CPUs (Intel), so ask for it before TensorFlow is first imported; where it is
+# still off, grouped_conv2d falls back to one convolution per task.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+import tensorflow as tf  # noqa: E402
 
 BATCH_NORM_EPSILON = 1e-3   # tf.contrib.layers.batch_norm default
 LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm (TF 1.x)
@@ -83,15 +93,50 @@ def norm_param_names(norm):
 def grouped_conv2d(x, kernel, groups, strides):
     """Convolution of `groups` independent channel groups: task t's kernel sees only task t's channels.
 
-    TensorFlow's CPU kernels run this as one grouped convolution in float32
-    (first and second derivatives included) but refuse its gradient in
-    float64, where we convolve group by group instead: the same function.
+    One grouped convolution where TensorFlow can differentiate it twice
+    (float32 with oneDNN); elsewhere (float64, or CPUs without oneDNN) one
+    convolution per group: the same function.
     """
-    if groups == 1 or x.dtype == tf.float32:
+    if groups == 1 or (x.dtype == tf.float32 and grouped_conv_gradients_work()):
         return tf.nn.conv2d(x, kernel, strides, 'SAME')
+    return split_conv2d(x, kernel, groups, strides)
+
+
+def split_conv2d(x, kernel, groups, strides):
     xs = tf.split(x, groups, axis=-1)
     ks = tf.split(kernel, groups, axis=-1)
     return tf.concat([tf.nn.conv2d(xi, ki, strides, 'SAME') for xi, ki in zip(xs, ks)], -1)
+
+
+@functools.lru_cache(maxsize=None)
+def grouped_conv_gradients_work():
+    """Whether this TensorFlow computes first and second derivatives of a grouped
+    float32 convolution, and gets them right (checked once, on a tiny case)."""
+    # a fresh thread runs eagerly, outside any tf.function being traced and any tape
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(_probe_grouped_conv).result()
+
+
+def _probe_grouped_conv():
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 5, 5, 4)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, 2, 6)), tf.float32)
+
+    def derivatives(conv):
+        with tf.GradientTape() as outer:
+            outer.watch(kernel)
+            with tf.GradientTape() as inner:
+                inner.watch([x, kernel])
+                y = tf.reduce_sum(tf.sin(conv(x, kernel, 2, 1)))
+            dx, dk = inner.gradient(y, [x, kernel])
+            z = tf.reduce_sum(dx * dx) + tf.reduce_sum(dk * dk)
+        return [dx, dk, outer.gradient(z, kernel)]
+    try:
+        grouped = derivatives(lambda x, k, groups, strides: tf.nn.conv2d(x, k, strides, 'SAME'))
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.NotFoundError):
+        return False
+    reference = derivatives(split_conv2d)
+    return all(np.allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4) for a, b in zip(grouped, reference))
 
 
 def conv_block(inp, cweight, bweight, num_tasks, norm, norm_weights, max_pool):

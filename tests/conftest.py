@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # as utils.py does, in case a test imports TensorFlow first
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 sys.path.insert(0, str(REPO))

@@ -16,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import utils  # noqa: E402,F401  (before TensorFlow: it enables the oneDNN kernels)
 import tensorflow as tf  # noqa: E402
 
 from maml import MAML, ModelConfig  # noqa: E402
