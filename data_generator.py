@@ -225,6 +225,13 @@ class DataGenerator:
     def num_classes_in(self, split):
         return len(self.class_folders(split))
 
+    def smallest_class(self, split):
+        """(count, folder) of the split's class with the fewest images (counted, not loaded)."""
+        extension = '.png' if self.datasource == 'omniglot' else '.jpg'
+        counts = [(sum(n.lower().endswith(extension) for n in os.listdir(f)), f)
+                  for f in self.class_folders(split)]
+        return min(counts) if counts else (0, os.path.join(self.root, split))
+
     ## Batches ---------------------------------------------------------------------------------------
 
     def rng(self, split, index):

@@ -99,6 +99,73 @@ def print_intervals(datasource):
     return (1000, 5000) if datasource == 'sinusoid' else (100, 500)
 
 
+## Flag validation ---------------------------------------------------------------------------
+
+DATASOURCES = ('sinusoid', 'omniglot', 'miniimagenet')
+NORMS = ('batch_norm', 'layer_norm', 'None')
+BASELINES = (None, 'oracle')
+
+
+class FlagError(Exception):
+    """A flag value that cannot work; the message names the flag and what is allowed."""
+
+
+def flag_errors(f):
+    """Every problem with the flags that can be seen without the data, as messages."""
+    errors = []
+    if f.datasource not in DATASOURCES:
+        errors.append('--datasource=%s is not recognized; use one of %s' % (f.datasource, ', '.join(DATASOURCES)))
+    if f.norm not in NORMS:
+        errors.append('--norm=%s is not recognized; use one of %s' % (f.norm, ', '.join(NORMS)))
+    if f.baseline not in BASELINES:
+        errors.append('--baseline=%s is not recognized; use oracle or leave it unset' % f.baseline)
+    elif f.baseline == 'oracle' and f.datasource != 'sinusoid':
+        errors.append('--baseline=oracle needs --datasource=sinusoid (the oracle is given the '
+                      'amplitude and phase of the sine), not %s' % f.datasource)
+    for name in ('meta_batch_size', 'update_batch_size', 'num_updates', 'num_classes', 'num_filters'):
+        if getattr(f, name) <= 0:
+            errors.append('--%s=%s must be a positive integer' % (name, getattr(f, name)))
+    for name in ('meta_lr', 'update_lr'):
+        value = getattr(f, name)
+        if not (math.isfinite(value) and value > 0):
+            errors.append('--%s=%s must be a positive number' % (name, value))
+    for name in ('pretrain_iterations', 'metatrain_iterations'):
+        if getattr(f, name) < 0:
+            errors.append('--%s=%s must be 0 or more' % (name, getattr(f, name)))
+    if f.train and f.pretrain_iterations + f.metatrain_iterations <= 0:
+        errors.append('--metatrain_iterations=%s and --pretrain_iterations=%s: nothing to train; '
+                      'give at least one iteration (or --train=False to test)'
+                      % (f.metatrain_iterations, f.pretrain_iterations))
+    if f.test_iter == 0 or f.test_iter < -1:
+        errors.append('--test_iter=%s must be -1 (the latest checkpoint) or a saved iteration > 0' % f.test_iter)
+    if f.train_update_batch_size != -1 and f.train_update_batch_size <= 0:
+        errors.append('--train_update_batch_size=%s must be -1 (same as --update_batch_size) or positive'
+                      % f.train_update_batch_size)
+    if f.train_update_lr != -1 and not f.train_update_lr > 0:
+        errors.append('--train_update_lr=%s must be -1 (same as --update_lr) or positive' % f.train_update_lr)
+    return errors
+
+
+def data_errors(f, data_generator, train):
+    """Problems that need a look at the prepared data: too few classes or images per class."""
+    if f.datasource == 'sinusoid':
+        return []
+    errors = []
+    splits = ('train', 'val') if train else (data_generator.eval_split,)
+    need = data_generator.num_samples_per_class
+    need_text = ('K+%d' % (need - f.update_batch_size) if need != 2 * f.update_batch_size else '2K')
+    for split in splits:
+        classes = data_generator.num_classes_in(split)
+        if f.num_classes > classes:
+            errors.append('--num_classes=%d but the %s split of %s has only %d classes'
+                          % (f.num_classes, split, data_generator.root, classes))
+        per_class, folder = data_generator.smallest_class(split)
+        if need > per_class:
+            errors.append('--update_batch_size=%d: a task needs %s = %d images per class, but in the %s split '
+                          '%s holds only %d' % (f.update_batch_size, need_text, need, split, folder, per_class))
+    return errors
+
+
 ## Training ------------------------------------------------------------------------------------
 
 class Trainer:
@@ -206,29 +273,87 @@ class Checkpoints:
     Files are logdir/exp_string/model-<iteration>.*; the manager's bookkeeping
     file is replaced only after a checkpoint is fully written, so a crash
     during a save leaves the previous checkpoint as the latest.
+
+    The reference's TF1 checkpoints in the same folder (model<iteration>.*,
+    no dash; see tf1_checkpoint.py) are found and loaded too: the latest is
+    chosen by iteration number over both kinds, ours on a tie.
     """
 
     def __init__(self, model, directory):
         import tensorflow as tf
+        self.model = model
         self.directory = directory
+        self.choice = None  # set by path_for: which checkpoint it picked, and why
         self.last_itr = tf.Variable(-1, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(model=model, last_itr=self.last_itr)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=10,
                                                   checkpoint_name='model')
+        # A 'checkpoint' file written by the reference's Saver lists its model<ITER> files:
+        # the manager must neither count them as ours nor delete them when it keeps 10.
+        import tf1_checkpoint
+        for path in list(getattr(self.manager, '_maybe_delete', {})):
+            if tf1_checkpoint.is_reference_checkpoint(path):
+                del self.manager._maybe_delete[path]
 
     def save(self, itr):
         self.last_itr.assign(itr)
         return self.manager.save(checkpoint_number=itr)
 
-    def path_for(self, test_iter):
-        """The checkpoint to load: the latest, or the one of iteration test_iter (> 0)."""
+    def ours(self, test_iter=-1):
+        """Our checkpoint of iteration test_iter (> 0), or our latest: (iteration, path) or None."""
         if test_iter > 0:
             path = os.path.join(self.directory, 'model-%d' % test_iter)
-            return path if os.path.exists(path + '.index') else None
-        return self.manager.latest_checkpoint
+            return (test_iter, path) if os.path.exists(path + '.index') else None
+        path = self.manager.latest_checkpoint
+        name = os.path.basename(path or '')
+        if name.startswith('model-') and name[len('model-'):].isdigit():
+            return int(name[len('model-'):]), path
+        return None
 
-    def restore(self, path):
-        """Restore everything saved at path; returns the iteration it was saved after."""
+    def reference(self, test_iter=-1):
+        """The reference's checkpoint of iteration test_iter (> 0), or its latest: (iteration, path) or None."""
+        import tf1_checkpoint
+        found = tf1_checkpoint.find_reference_checkpoints(self.directory)
+        if test_iter > 0:
+            return (test_iter, found[test_iter]) if test_iter in found else None
+        return (max(found), found[max(found)]) if found else None
+
+    def path_for(self, test_iter):
+        """The checkpoint to load: the latest by iteration, or the one of iteration test_iter (> 0).
+
+        Ours or the reference's, whichever has the higher iteration (ours on a
+        tie: it also holds the optimizer state); self.choice says which.
+        """
+        ours, reference = self.ours(test_iter), self.reference(test_iter)
+        if reference and (not ours or reference[0] > ours[0]):
+            self.choice = 'the reference\'s TF1 checkpoint of iteration %d' % reference[0]
+            if ours:
+                self.choice += '; ours of iteration %d is older' % ours[0]
+            return reference[1]
+        if ours:
+            self.choice = 'our checkpoint of iteration %d' % ours[0]
+            if reference:
+                self.choice += ('; the reference\'s TF1 checkpoint of the same iteration is not used'
+                                if reference[0] == ours[0] else
+                                '; the reference\'s TF1 checkpoint of iteration %d is older' % reference[0])
+            return ours[1]
+        self.choice = None
+        return None
+
+    def restore(self, path, optimizer_state=True):
+        """Restore everything saved at path; returns the iteration it was saved after.
+
+        A reference TF1 checkpoint gives the weights (and the Adam state, if it
+        holds one and optimizer_state); a mismatch with the flags raises
+        tf1_checkpoint.CheckpointMismatch.
+        """
+        import tf1_checkpoint
+        if tf1_checkpoint.is_reference_checkpoint(path):
+            result = tf1_checkpoint.load_reference_checkpoint(self.model, path, optimizer_state)
+            for warning in result.warnings:
+                print('Warning: ' + warning, file=sys.stderr, flush=True)
+            self.last_itr.assign(result.iteration)
+            return result.iteration
         self.checkpoint.restore(path).assert_existing_objects_matched()
         return int(self.last_itr.numpy())
 
@@ -269,15 +394,18 @@ def write_results(base, results, means, stds, ci95):
 ## Main --------------------------------------------------------------------------------------------
 
 def build(train):
-    """The data generator and the model for the current flags."""
-    import tensorflow as tf
+    """The data generator and the model for the current flags (the data checked first)."""
     from data_generator import DataGenerator
-    from maml import MAML, ModelConfig
     meta_batch_size = FLAGS.meta_batch_size if train else 1  # testing is one task at a time
     data_generator = DataGenerator(
         samples_per_class(FLAGS.datasource, FLAGS.update_batch_size, train), meta_batch_size,
         datasource=FLAGS.datasource, num_classes=FLAGS.num_classes, test_set=FLAGS.test_set,
         data_dir=FLAGS.data_dir, seed=FLAGS.seed, baseline=FLAGS.baseline)
+    errors = data_errors(FLAGS, data_generator, train)
+    if errors:
+        raise FlagError('\n  '.join([''] + errors))
+    import tensorflow as tf  # only now: importing it takes seconds
+    from maml import MAML, ModelConfig
     model = MAML(data_generator.dim_input, data_generator.dim_output,
                  test_num_updates=recorded_steps(FLAGS.datasource, train),
                  config=ModelConfig.from_flags(FLAGS), dtype=tf.float32, seed=FLAGS.seed)
@@ -287,6 +415,19 @@ def build(train):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint INFO lines would drown the progress lines
+    from data_generator import DataError
+    try:
+        return experiment()
+    except (FlagError, DataError) as exc:
+        print('Error: %s' % exc, file=sys.stderr, flush=True)
+        return 2
+
+
+def experiment():
+    """Validate the flags, build data and model, then train or test."""
+    errors = flag_errors(FLAGS)
+    if errors:
+        raise FlagError('\n  '.join([''] + errors))
     if FLAGS.baseline == 'oracle':
         # the oracle is trained by plain regression on the task-aware input
         FLAGS.pretrain_iterations += FLAGS.metatrain_iterations
@@ -302,8 +443,13 @@ def main(argv):
     if FLAGS.resume or not FLAGS.train:
         path = ckpt.path_for(FLAGS.test_iter if not FLAGS.train else -1)
         if path:
-            print('Restoring model weights from ' + path, flush=True)
-            start_itr = ckpt.restore(path) + 1
+            print('Restoring model weights from %s (%s)' % (path, ckpt.choice), flush=True)
+            import tf1_checkpoint
+            try:
+                start_itr = ckpt.restore(path, optimizer_state=FLAGS.train) + 1
+            except tf1_checkpoint.CheckpointMismatch as exc:
+                print('Error: %s' % exc, file=sys.stderr, flush=True)
+                return 2
         elif not FLAGS.train:
             raise app.UsageError('--train=False: no checkpoint to test in %s%s' % (
                 exp_dir, ' for --test_iter=%d' % FLAGS.test_iter if FLAGS.test_iter > 0 else ''))

@@ -32,9 +32,9 @@ def make_omniglot(root, alphabets=3, characters=40, drawings=20, seed=0):
 def make_miniimagenet(root, classes=(8, 5, 5), images=20, seed=0):
     """data_dir/miniImagenet/{train,val,test}/<wnid>/*.jpg: 84x84 RGB."""
     rng = np.random.default_rng(seed)
-    for split, count in zip(('train', 'val', 'test'), classes):
+    for s, (split, count) in enumerate(zip(('train', 'val', 'test'), classes)):
         for c in range(count):
-            wnid = 'n%08d' % (hash((split, c)) % 10 ** 8)
+            wnid = 'n%08d' % (1000 * s + c)  # fixed names: str hash() differs per process
             path = os.path.join(root, 'miniImagenet', split, wnid)
             os.makedirs(path, exist_ok=True)
             base = rng.integers(0, 256, (84, 84, 3))
