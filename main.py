@@ -354,8 +354,38 @@ class Checkpoints:
                 print('Warning: ' + warning, file=sys.stderr, flush=True)
             self.last_itr.assign(result.iteration)
             return result.iteration
+        check_our_checkpoint(self.model, path)
         self.checkpoint.restore(path).assert_existing_objects_matched()
         return int(self.last_itr.numpy())
+
+
+def check_our_checkpoint(model, path):
+    """Raise CheckpointMismatch listing every weight that is missing, unexpected or mis-shaped."""
+    import tensorflow as tf
+    from tf1_checkpoint import CheckpointMismatch
+    saved = {}
+    for key, shape in tf.train.list_variables(path):
+        parts = key.split('/')
+        # model/weights/<name>/.ATTRIBUTES/VARIABLE_VALUE (likewise norm_weights)
+        if len(parts) == 5 and parts[0] == 'model' and parts[1] in ('weights', 'norm_weights'):
+            # object-graph names escape '/' as '.S' and '.' as '..'
+            saved[parts[2].replace('.S', '/').replace('..', '.')] = tuple(shape)
+    ours = {name: tuple(v.shape) for name, v in model.named_variables().items()}
+    missing = ['%s %s' % (n, list(ours[n])) for n in ours if n not in saved]
+    unexpected = ['%s %s' % (n, list(saved[n])) for n in saved if n not in ours]
+    mismatched = ['%s: checkpoint %s, model %s' % (n, list(saved[n]), list(ours[n]))
+                  for n in ours if n in saved and saved[n] != ours[n]]
+    if missing or unexpected or mismatched:
+        lines = ['Checkpoint %s does not match the model the flags describe:' % path]
+        for title, items in (('missing from the checkpoint', missing),
+                             ('unexpected in the checkpoint', unexpected),
+                             ('shape mismatch', mismatched)):
+            if items:
+                lines.append('  %s (%d):' % (title, len(items)))
+                lines.extend('    ' + item for item in items)
+        lines.append('  Give the flags the run was trained with (for example --conv, --num_filters, '
+                     '--num_classes, --norm, --datasource).')
+        raise CheckpointMismatch('\n'.join(lines))
 
 
 ## Testing --------------------------------------------------------------------------------
@@ -451,8 +481,10 @@ def experiment():
                 print('Error: %s' % exc, file=sys.stderr, flush=True)
                 return 2
         elif not FLAGS.train:
-            raise app.UsageError('--train=False: no checkpoint to test in %s%s' % (
-                exp_dir, ' for --test_iter=%d' % FLAGS.test_iter if FLAGS.test_iter > 0 else ''))
+            raise FlagError('--train=False: no checkpoint to test%s; looked in %s for model-<iteration>.index '
+                            '(ours) and model<iteration>.index (the reference\'s). Train first, or give the '
+                            '--logdir and the training flags (they name the folder) of an existing run'
+                            % (' for --test_iter=%d' % FLAGS.test_iter if FLAGS.test_iter > 0 else '', exp_dir))
     if FLAGS.train:
         import tensorflow as tf
         os.makedirs(exp_dir, exist_ok=True)

@@ -1,0 +1,46 @@
+"""Run main.py as a user would: a fresh process, real flags, its printed lines."""
+import csv
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import REPO
+
+ITERATION_LINE = re.compile(r'^(?:Pretrain )?Iteration (\d+): (\S+), (\S+)$', re.M)
+
+
+def main_command(*flags):
+    return [sys.executable, str(REPO / 'main.py')] + list(flags)
+
+
+def run_main(*flags, cwd, timeout=900):
+    """Run main.py in cwd; returns the CompletedProcess (stdout and stderr as text)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONUNBUFFERED='1')
+    return subprocess.run(main_command(*flags), cwd=str(cwd), env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_main(*flags, cwd):
+    """Start main.py in the background; stdout is a pipe read line by line."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONUNBUFFERED='1')
+    return subprocess.Popen(main_command(*flags), cwd=str(cwd), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def iteration_lines(stdout):
+    """{iteration: (pre, post)} as printed, exact strings."""
+    return {int(m.group(1)): (m.group(2), m.group(3)) for m in ITERATION_LINE.finditer(stdout)}
+
+
+def read_results_csv(path):
+    """(header, means, stds, ci95) of a test CSV."""
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    return rows[0], *(np.array(r, float) for r in rows[1:4])
+
+
+def describe(proc):
+    return 'exit %s\nstdout:\n%s\nstderr:\n%s' % (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])

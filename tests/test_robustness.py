@@ -1,0 +1,202 @@
+"""Bad input and interruption, through main.py as a user runs it.
+
+Each bad input must stop the run before any work with exit status 2 and a
+message naming the flag or the file; training faults must keep the last good
+checkpoint; a run killed at any moment resumes to the same numbers.
+"""
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from runner import describe, iteration_lines, run_main, start_main
+from synthetic import make_miniimagenet
+
+SINUSOID = ['--datasource=sinusoid', '--norm=None', '--update_batch_size=10']
+SINUSOID_EXP = 'cls_5.mbs_25.ubs_10.numstep1.updatelr0.001nonorm'
+
+
+def assert_error(proc, *fragments, status=2):
+    assert proc.returncode == status, describe(proc)
+    for fragment in fragments:
+        assert fragment in proc.stderr, 'missing %r in\n%s' % (fragment, describe(proc))
+
+
+## Flags that cannot work (no data needed) ---------------------------------------------------------
+
+@pytest.mark.parametrize('flags, fragments', [
+    (['--datasource=imagenet'], ['--datasource=imagenet is not recognized', 'sinusoid, omniglot, miniimagenet']),
+    (['--norm=group_norm'], ['--norm=group_norm is not recognized', 'batch_norm, layer_norm, None']),
+    (['--baseline=oracle', '--datasource=omniglot'], ['--baseline=oracle needs --datasource=sinusoid']),
+    (['--baseline=median'], ['--baseline=median is not recognized']),
+    (['--meta_batch_size=0'], ['--meta_batch_size=0 must be a positive integer']),
+    (['--update_batch_size=-1'], ['--update_batch_size=-1 must be a positive integer']),
+    (['--num_updates=0'], ['--num_updates=0 must be a positive integer']),
+    (['--meta_lr=0'], ['--meta_lr=0.0 must be a positive number']),
+    (['--update_lr=-0.4'], ['--update_lr=-0.4 must be a positive number']),
+    (['--metatrain_iterations=-5'], ['--metatrain_iterations=-5 must be 0 or more']),
+    (['--metatrain_iterations=0'], ['nothing to train']),
+    (['--test_iter=-3', '--train=False'], ['--test_iter=-3 must be -1']),
+    (['--train_update_lr=0'], ['--train_update_lr=0.0 must be -1']),
+])
+def test_bad_flag_is_named(flags, fragments, tmp_path):
+    proc = run_main(*flags, '--logdir=%s' % (tmp_path / 'logs'), cwd=tmp_path, timeout=120)
+    assert_error(proc, *fragments)
+    assert 'Traceback' not in proc.stderr
+    assert not (tmp_path / 'logs').exists()  # stopped before any work
+
+
+def test_no_checkpoint_to_test_says_where_it_looked(tmp_path):
+    logdir = tmp_path / 'logs'
+    proc = run_main(*SINUSOID, '--train=False', '--logdir=%s' % logdir, cwd=tmp_path, timeout=300)
+    assert_error(proc, 'no checkpoint to test', 'looked in %s' % (logdir / SINUSOID_EXP))
+    assert 'USAGE' not in proc.stdout + proc.stderr  # the message, not the whole flag help
+
+
+## Data faults --------------------------------------------------------------------------------------
+
+def test_missing_data_folder_prints_the_prepare_command(tmp_path):
+    proc = run_main('--datasource=omniglot', '--data_dir=%s' % (tmp_path / 'nowhere'),
+                    '--logdir=%s' % (tmp_path / 'logs'), cwd=tmp_path, timeout=300)
+    assert_error(proc, 'omniglot data not found at', 'python -m data.prepare omniglot')
+
+
+@pytest.fixture
+def mini_data(tmp_path):
+    """A small miniImagenet layout: 8/5/5 classes of 20 images."""
+    return make_miniimagenet(str(tmp_path / 'data'))
+
+
+MINI = ['--datasource=miniimagenet', '--num_filters=8', '--max_pool=True', '--meta_batch_size=2',
+        '--update_batch_size=1', '--update_lr=0.01']
+
+
+def mini_flags(data_dir, tmp_path, *extra):
+    return MINI + ['--data_dir=%s' % data_dir, '--logdir=%s' % (tmp_path / 'logs')] + list(extra)
+
+
+def test_more_classes_than_the_split_holds(mini_data, tmp_path):
+    proc = run_main(*mini_flags(mini_data, tmp_path, '--num_classes=6'), cwd=tmp_path, timeout=300)
+    assert_error(proc, '--num_classes=6 but the val split of', 'has only 5 classes')
+
+
+def test_k_plus_15_queries_need_more_images_than_a_class_holds(mini_data, tmp_path):
+    proc = run_main(*mini_flags(mini_data, tmp_path, '--update_batch_size=6'), cwd=tmp_path, timeout=300)
+    assert_error(proc, '--update_batch_size=6: a task needs K+15 = 21 images per class', 'holds only 20')
+
+
+def test_2k_at_test_time_needs_more_images_than_a_class_holds(mini_data, tmp_path):
+    proc = run_main(*mini_flags(mini_data, tmp_path, '--update_batch_size=11', '--train=False'),
+                    cwd=tmp_path, timeout=300)
+    assert_error(proc, '--update_batch_size=11: a task needs 2K = 22 images per class', 'holds only 20')
+
+
+def test_empty_class_folder_is_named(mini_data, tmp_path):
+    folder = os.path.join(mini_data, 'miniImagenet', 'val', 'n00001002')
+    for name in os.listdir(folder):
+        os.remove(os.path.join(folder, name))
+    proc = run_main(*mini_flags(mini_data, tmp_path), cwd=tmp_path, timeout=300)
+    assert_error(proc, folder)
+
+
+def test_unreadable_image_is_named(mini_data, tmp_path):
+    folder = os.path.join(mini_data, 'miniImagenet', 'train', 'n00000003')
+    broken = os.path.join(folder, sorted(os.listdir(folder))[4])
+    with open(broken, 'wb') as f:
+        f.write(b'not a jpeg at all')
+    proc = run_main(*mini_flags(mini_data, tmp_path, '--metatrain_iterations=2'), cwd=tmp_path, timeout=300)
+    assert_error(proc, 'unreadable image %s' % broken)
+
+
+def test_checkpoint_of_other_flags_lists_the_mismatches(mini_data, tmp_path):
+    train = run_main(*mini_flags(mini_data, tmp_path, '--metatrain_iterations=2'), cwd=tmp_path, timeout=600)
+    assert train.returncode == 0, describe(train)
+    # --conv is not part of the experiment's folder name: the conv checkpoint is found for an fc net
+    proc = run_main(*mini_flags(mini_data, tmp_path, '--train=False', '--conv=False'), cwd=tmp_path, timeout=600)
+    assert_error(proc, 'does not match the model the flags describe', 'missing from the checkpoint',
+                 'unexpected in the checkpoint', 'conv1 [3, 3, 3, 8]', 'shape mismatch',
+                 'w5: checkpoint [200, 5], model [64, 5]')
+
+
+## Training faults -----------------------------------------------------------------------------------
+
+def checkpoint_listed(exp_dir):
+    with open(os.path.join(exp_dir, 'checkpoint')) as f:
+        return f.readline().split('"')[1]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    logdir = tmp_path / 'logs'
+    first = run_main(*SINUSOID, '--metatrain_iterations=1001', '--logdir=%s' % logdir, cwd=tmp_path)
+    assert first.returncode == 0, describe(first)
+    exp_dir = logdir / SINUSOID_EXP
+    good = (exp_dir / 'model-1000.data-00000-of-00001').read_bytes()
+    # a meta step this large sends the weights to infinity at once
+    diverged = run_main(*SINUSOID, '--metatrain_iterations=3000', '--meta_lr=1e30', '--logdir=%s' % logdir,
+                        cwd=tmp_path)
+    assert_error(diverged, 'non-finite loss at iteration 1100', 'last good checkpoint is kept', status=1)
+    assert checkpoint_listed(exp_dir) == 'model-1000'
+    assert (exp_dir / 'model-1000.data-00000-of-00001').read_bytes() == good
+    assert not any(name.startswith('model-1100') for name in os.listdir(exp_dir))
+
+
+def wait_for(proc, predicate, timeout=600):
+    """Read proc's stdout until predicate(line) holds; returns the lines read."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if predicate(line):
+            return lines
+    raise AssertionError('not seen in time; output so far:\n' + ''.join(lines))
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_a_checkpoint_before_exiting(sig, tmp_path):
+    logdir = tmp_path / 'logs'
+    proc = start_main(*SINUSOID, '--metatrain_iterations=70000', '--logdir=%s' % logdir, cwd=tmp_path)
+    try:
+        wait_for(proc, lambda line: line.startswith('Iteration 1000:'))
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    saved = [line for line in out.splitlines() if line.startswith('Interrupted after iteration')]
+    assert saved, out + err
+    itr = int(saved[0].split()[3].rstrip(';'))
+    assert itr >= 1000
+    exp_dir = logdir / SINUSOID_EXP
+    assert (exp_dir / ('model-%d.index' % itr)).exists()
+    assert checkpoint_listed(exp_dir) == 'model-%d' % itr
+
+
+def test_sigkill_and_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
+    flags = SINUSOID + ['--metatrain_iterations=5001']
+    whole = run_main(*flags, '--logdir=%s' % (tmp_path / 'whole'), cwd=tmp_path)
+    assert whole.returncode == 0, describe(whole)
+
+    logdir = tmp_path / 'killed'
+    exp_dir = logdir / SINUSOID_EXP
+    proc = start_main(*flags, '--logdir=%s' % logdir, cwd=tmp_path)
+    try:
+        wait_for(proc, lambda line: line.startswith('Iteration 2000:'))
+        time.sleep(random.uniform(0.0, 3.0))  # somewhere after the checkpoint of 2000
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    saved = checkpoint_listed(exp_dir)
+    assert saved.startswith('model-') and int(saved[len('model-'):]) >= 2000
+    resumed = run_main(*flags, '--logdir=%s' % logdir, cwd=tmp_path)
+    assert resumed.returncode == 0, describe(resumed)
+    assert 'Restoring model weights from %s' % (exp_dir / saved) in resumed.stdout
+
+    after = iteration_lines(resumed.stdout)
+    expected = iteration_lines(whole.stdout)
+    assert after and max(after) == 5000
+    assert after == {itr: expected[itr] for itr in after}, (after, expected)
