@@ -1,0 +1,466 @@
+"""Reproduce the paper's experiments from the command line and compare with the published figures.
+
+    python reproduce.py --list
+    python reproduce.py EXPERIMENT [--metatrain_iterations N] [--logdir D] [--data_dir D] [-- MAIN.PY FLAGS]
+    python reproduce.py EXPERIMENT --compare-first-order [--metatrain_iterations N] ...
+    python reproduce.py --check CSV [--experiment EXPERIMENT]
+
+EXPERIMENT is a name from paper.py (see --list). The command trains with the
+reference command line of the experiment by running main.py in a subprocess
+(the command is printed first, so it can be typed by hand), tests on the
+test split (--train=False --test_set=True), reads the test CSV that main.py
+writes (<logdir>/<exp_string>/test_ubs{K}_stepsize{alpha}.csv) and prints
+
+    experiment | step | iterations | published | ours | difference | verdict
+
+with the mean +- 95% confidence interval; accuracies in percent, sinusoid
+figures as mean squared error. Verdict: "reproduced" when our confidence
+interval overlaps the published one or our figure is better (accuracy higher,
+MSE lower); "below" otherwise; "n/a" where the paper gives no figure. The
+iterations column holds the iterations the tested checkpoint was trained for
+against the paper's count, so a shortened run is visible in the table.
+
+--metatrain_iterations N shortens training (for the pretrained and oracle
+baselines it sets pretrain_iterations, their training length). Training
+resumes from the checkpoints in the logdir (main.py's --resume), so an
+interrupted run continues when the same command is repeated. Flags after
+"--" go to main.py as given, after the experiment's own, so they override
+them (for example "-- --seed=1").
+
+--compare-first-order runs the experiment with and without --stop_grad=True
+(each training and test in its own fresh process) and prints, side by side,
+the accuracy at the paper's step, seconds per training iteration (from the
+times at which main.py printed its "Iteration N" lines, so start-up, data
+loading and tracing are excluded) and the peak resident memory of each
+training process (its own rusage, from os.wait4).
+
+Exit status: 0 when every row with a published figure is reproduced, 1 when
+some row is below, 2 on errors.
+"""
+import argparse
+import copy
+import csv
+import dataclasses
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+import paper
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+MAIN = os.path.join(REPO, 'main.py')
+REPRODUCED, BELOW, NO_FIGURE = 'reproduced', 'below', 'n/a'
+COLUMNS = ('experiment', 'step', 'iterations', 'published', 'ours', 'difference', 'verdict')
+COMPARE_COLUMNS = ('variant', 'step', 'iterations', 'published', 'ours', 'verdict', 's/iter',
+                   'CPU s (train)', 'peak RSS (train)')
+ITERATION_LINE = re.compile(r'^(Pretrain )?Iteration (\d+):')
+RESTORE_LINE = re.compile(r'^Restoring model weights from (\S+)')
+CHECKPOINT_ITERATION = re.compile(r'model-?(\d+)$')  # ours: model-N; the reference's TF1: modelN
+
+
+class ReproduceError(Exception):
+    pass
+
+
+## main.py's flags ---------------------------------------------------------------------------
+
+def main_flag_values(args):
+    """main.py's flags parsed from args (a private copy: main.FLAGS is left untouched).
+
+    Applies what main.main() derives before naming the experiment folder:
+    train_update_batch_size / train_update_lr default to the test values.
+    Raises absl.flags.Error for an unknown flag or a bad value.
+    """
+    import main
+    values = copy.deepcopy(main.FLAGS)
+    values.unparse_flags()
+    values(['main.py'] + list(args))
+    if values.train_update_batch_size == -1:
+        values.train_update_batch_size = values.update_batch_size
+    if values.train_update_lr == -1:
+        values.train_update_lr = values.update_lr
+    return values
+
+
+def exp_dir_name(args):
+    import main
+    return main.experiment_name(main_flag_values(args))
+
+
+def csv_name(args):
+    values = main_flag_values(args)
+    return 'test_ubs%s_stepsize%s.csv' % (values.update_batch_size, values.update_lr)
+
+
+def test_csv_path(args):
+    """Where main.py --train=False writes the test CSV for these flags."""
+    values = main_flag_values(args)
+    return os.path.join(values.logdir, exp_dir_name(args), csv_name(args))
+
+
+def set_iterations(flags, iterations):
+    """Shorten (or lengthen) training: metatrain_iterations, or pretrain_iterations when
+    the experiment trains by pretraining only (the pretrained and oracle baselines)."""
+    values = main_flag_values(flags)
+    name = 'pretrain_iterations' if values.metatrain_iterations == 0 else 'metatrain_iterations'
+    return [f for f in flags if not f.startswith('--%s=' % name)] + ['--%s=%d' % (name, iterations)]
+
+
+def experiment_flags(experiment, logdir, iterations=None, data_dir=None, extra=(), stop_grad=None):
+    flags = list(experiment.flags)
+    if stop_grad is not None:
+        flags = [f for f in flags if not f.startswith('--stop_grad=')] + ['--stop_grad=%s' % stop_grad]
+    if iterations is not None:
+        flags = set_iterations(flags, iterations)
+    flags.append('--logdir=%s' % logdir)
+    if data_dir:
+        flags.append('--data_dir=%s' % data_dir)
+    return flags + list(extra)
+
+
+def default_logdir(name):
+    return os.path.join('logs', name)
+
+
+## Running main.py ---------------------------------------------------------------------------
+
+class RunResult:
+    def __init__(self, command, returncode, seconds, maxrss_kb, cpu_seconds, iteration_times, restored=None):
+        self.command, self.returncode, self.seconds = command, returncode, seconds
+        self.maxrss_kb, self.cpu_seconds = maxrss_kb, cpu_seconds
+        self.iteration_times = iteration_times  # [(iteration, time)] of the printed lines
+        self.restored = restored  # the checkpoint main.py restored, as it printed it
+
+    @property
+    def restored_iterations(self):
+        """Iterations the restored checkpoint was trained for (checkpoint N is saved after iteration N)."""
+        match = CHECKPOINT_ITERATION.search(self.restored or '')
+        return int(match.group(1)) + 1 if match else None
+
+    @property
+    def seconds_per_iteration(self):
+        """Slope between the first and last printed iteration lines (None: fewer than two)."""
+        if len(self.iteration_times) < 2:
+            return None
+        (i0, t0), (i1, t1) = self.iteration_times[0], self.iteration_times[-1]
+        return (t1 - t0) / (i1 - i0) if i1 > i0 else None
+
+
+def command_line(args, program=MAIN):
+    """The command as a user would type it in the current directory."""
+    path = os.path.relpath(program)
+    path = program if path.startswith('..') else path
+    return ' '.join(shlex.quote(a) for a in ['python', path] + list(args))
+
+
+def run_main(args, out=sys.stdout, program=MAIN):
+    """Run main.py with args in a fresh process, echoing its output; measure it.
+
+    Its peak resident memory is that process's own rusage (os.wait4 on its
+    pid), so runs made one after another are measured independently.
+    """
+    command = command_line(args, program)
+    print('$ ' + command, file=out, flush=True)
+    pretrain = main_flag_values(args).pretrain_iterations
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, program] + list(args), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    times, restored = [], None
+    try:
+        for line in proc.stdout:
+            now = time.time()
+            out.write(line)
+            out.flush()
+            match = ITERATION_LINE.match(line)
+            if match:
+                itr = int(match.group(2)) + (0 if match.group(1) else pretrain)
+                times.append((itr, now))
+            match = RESTORE_LINE.match(line)
+            if match:
+                restored = match.group(1)
+    except KeyboardInterrupt:
+        proc.send_signal(2)  # main.py saves a checkpoint on SIGINT; the same command resumes
+        raise
+    finally:
+        proc.stdout.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS
+    maxrss_kb = usage.ru_maxrss / 1024.0 if sys.platform == 'darwin' else float(usage.ru_maxrss)
+    cpu = usage.ru_utime + usage.ru_stime
+    return RunResult(command, proc.returncode, time.time() - start, maxrss_kb, cpu, times, restored)
+
+
+def train_and_test(flags, out=sys.stdout, train=True):
+    """Train (unless train=False), then test on the test split; returns (train run, test run, csv path)."""
+    train_run = None
+    if train:
+        train_run = run_main(flags, out)
+        if train_run.returncode != 0:
+            raise ReproduceError('training failed (exit status %d): %s' % (train_run.returncode, train_run.command))
+    test_flags = flags + ['--train=False', '--test_set=True']
+    path = test_csv_path(test_flags)
+    started = time.time()
+    test_run = run_main(test_flags, out)
+    if test_run.returncode != 0:
+        raise ReproduceError('testing failed (exit status %d): %s' % (test_run.returncode, test_run.command))
+    if not os.path.exists(path) or os.path.getmtime(path) < started - 1:
+        raise ReproduceError('the test did not write %s' % path)
+    return train_run, test_run, path
+
+
+## Reading results ---------------------------------------------------------------------------
+
+def read_test_csv(path):
+    """main.py's test CSV: header update0..updateN, then rows means, stds, ci95."""
+    with open(path, newline='') as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 4 or not all(h.startswith('update') for h in rows[0]):
+        raise ReproduceError('%s is not a test CSV of main.py (header update0.., rows means, stds, ci95)' % path)
+    header = rows[0]
+    try:
+        means, stds, ci95 = ([float(v) for v in row] for row in rows[1:4])
+    except ValueError as exc:
+        raise ReproduceError('%s: %s' % (path, exc)) from exc
+    steps = [int(h[len('update'):]) for h in header]
+    return {'means': dict(zip(steps, means)), 'stds': dict(zip(steps, stds)), 'ci95': dict(zip(steps, ci95))}
+
+
+def trained_iterations(exp_dir):
+    """Iterations of the latest checkpoint that exp_dir's 'checkpoint' file names (None if unknown)."""
+    try:
+        with open(os.path.join(exp_dir, 'checkpoint')) as f:
+            match = re.search(r'^model_checkpoint_path:\s*"([^"]*)"', f.read(), re.M)
+    except OSError:
+        return None
+    match = match and CHECKPOINT_ITERATION.search(match.group(1))
+    return int(match.group(1)) + 1 if match else None
+
+
+def verdict(published_mean, published_ci, mean, ci, higher_is_better=True):
+    """reproduced: the 95% intervals overlap, or ours is better; below: otherwise."""
+    if published_mean is None:
+        return NO_FIGURE
+    published_ci = published_ci or 0.0
+    if higher_is_better:
+        ok = mean + ci >= published_mean - published_ci
+    else:
+        ok = mean - ci <= published_mean + published_ci
+    return REPRODUCED if ok else BELOW
+
+
+def fmt_figure(mean, ci, metric):
+    if mean is None:
+        return '-'
+    digits = 2 if metric == paper.ACCURACY else 3
+    text = '%.*f' % (digits, mean)
+    return text if ci is None else '%s +- %.*f' % (text, digits, ci)
+
+
+def result_rows(experiment, csv_path, iterations=None, label=None):
+    """One row per reported step: dicts keyed by COLUMNS (plus the raw numbers)."""
+    results = read_test_csv(csv_path)
+    if iterations is None:
+        iterations = trained_iterations(os.path.dirname(csv_path))
+    rows = []
+    for step, published in zip(experiment.steps, experiment.published):
+        if step not in results['means']:
+            raise ReproduceError('%s has no column update%d (the paper reports step %d)' % (csv_path, step, step))
+        mean = results['means'][step] * experiment.scale
+        ci = results['ci95'][step] * experiment.scale
+        pub_mean, pub_ci = published if published else (None, None)
+        digits = 2 if experiment.metric == paper.ACCURACY else 3
+        rows.append({
+            'experiment': label or experiment.name,
+            'step': str(step),
+            'iterations': '%s/%d' % ('?' if iterations is None else iterations, experiment.iterations),
+            'published': fmt_figure(pub_mean, pub_ci, experiment.metric),
+            'ours': fmt_figure(mean, ci, experiment.metric),
+            'difference': '-' if pub_mean is None else '%+.*f' % (digits, mean - pub_mean),
+            'verdict': verdict(pub_mean, pub_ci, mean, ci, experiment.higher_is_better),
+            'mean': mean, 'ci': ci, 'published_mean': pub_mean, 'published_ci': pub_ci,
+        })
+    return rows
+
+
+def format_table(rows, columns=COLUMNS, fmt='text'):
+    cells = [[str(row[c]) for c in columns] for row in rows]
+    if fmt == 'markdown':
+        lines = ['| ' + ' | '.join(columns) + ' |', '|' + '|'.join(' --- ' for _ in columns) + '|']
+        return '\n'.join(lines + ['| ' + ' | '.join(r) + ' |' for r in cells])
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    line = lambda values: '  '.join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
+    return '\n'.join([line(columns), line(['-' * w for w in widths])] + [line(r) for r in cells])
+
+
+LEGEND = ('verdict: reproduced = our 95% CI overlaps the published one, or our figure is better '
+          '(accuracy higher, MSE lower); below = worse than that; n/a = no published figure.')
+
+
+def exit_status(rows):
+    return 1 if any(r['verdict'] == BELOW for r in rows) else 0
+
+
+## Experiment lookup for --check ----------------------------------------------------------------
+
+def infer_experiment(csv_path):
+    """The experiment a test CSV belongs to, from its folder names; error if not unique."""
+    exp_dir = os.path.dirname(os.path.abspath(csv_path))
+    logdir_name = os.path.basename(os.path.dirname(exp_dir))
+    candidates = []
+    for experiment in paper.EXPERIMENTS:
+        flags = experiment_flags(experiment, logdir='.')
+        if (os.path.basename(exp_dir) == exp_dir_name(flags)
+                and os.path.basename(csv_path) == csv_name(flags)):
+            candidates.append(experiment)
+    named = [e for e in candidates if e.name == logdir_name]
+    if named:
+        return named[0]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise ReproduceError('%s matches no experiment of paper.py by its folder and file name; '
+                             'name one with --experiment' % csv_path)
+    raise ReproduceError('%s matches several experiments (%s); name one with --experiment'
+                         % (csv_path, ', '.join(e.name for e in candidates)))
+
+
+## Commands -----------------------------------------------------------------------------------
+
+def cmd_list(fmt='text', out=sys.stdout):
+    rows = []
+    for e in paper.EXPERIMENTS:
+        for step, published in zip(e.steps, e.published):
+            rows.append({'experiment': e.name, 'step': str(step),
+                         'published': fmt_figure(*(published or (None, None)), e.metric),
+                         'metric': 'accuracy %' if e.metric == paper.ACCURACY else 'MSE',
+                         'source': e.source})
+    print(format_table(rows, ('experiment', 'step', 'published', 'metric', 'source'), fmt), file=out)
+    print('\nReference flags (main.py; reproduce.py adds --logdir=logs/EXPERIMENT):\n', file=out)
+    if fmt == 'markdown':
+        rows = [{'experiment': e.name, 'main.py flags': '`%s`' % ' '.join(e.flags), 'note': e.note}
+                for e in paper.EXPERIMENTS]
+        print(format_table(rows, ('experiment', 'main.py flags', 'note'), fmt), file=out)
+        return 0
+    for e in paper.EXPERIMENTS:
+        print('  %-28s %s%s' % (e.name, ' '.join(e.flags), ('  # ' + e.note) if e.note else ''), file=out)
+    return 0
+
+
+def cmd_check(csv_path, name, fmt, out=sys.stdout):
+    experiment = paper.get(name) if name else infer_experiment(csv_path)
+    rows = result_rows(experiment, csv_path)
+    print(format_table(rows, fmt=fmt), file=out)
+    print(LEGEND, file=out)
+    return exit_status(rows)
+
+
+def cmd_reproduce(experiment, opts, extra, out=sys.stdout):
+    logdir = opts.logdir or default_logdir(experiment.name)
+    flags = experiment_flags(experiment, logdir, opts.metatrain_iterations, opts.data_dir, extra)
+    main_flag_values(flags)  # fail early on a bad flag
+    print('[%s] %s: %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), experiment.name, experiment.description), file=out)
+    _, test_run, path = train_and_test(flags, out, train=not opts.no_train)
+    rows = result_rows(experiment, path, iterations=test_run.restored_iterations)
+    print('\n[%s] test results: %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), path), file=out)
+    print(format_table(rows, fmt=opts.format), file=out)
+    print(LEGEND, file=out)
+    return exit_status(rows)
+
+
+def cmd_compare(experiment, opts, extra, out=sys.stdout):
+    """Second order and first order (--stop_grad=True) of one experiment, side by side."""
+    base = paper.second_order_of(experiment) or experiment
+    first = paper.get(base.first_order) if base.first_order else None
+    logdir = opts.logdir or default_logdir(base.name + '-compare')
+    variants = [('second order', base, 'False'),
+                ('first order', first or base, 'True')]
+    rows = []
+    for label, entry, stop_grad in variants:
+        flags = experiment_flags(base, logdir, opts.metatrain_iterations, opts.data_dir, extra, stop_grad=stop_grad)
+        print('[%s] %s, %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), base.name, label), file=out)
+        train_run, test_run, path = train_and_test(flags, out, train=not opts.no_train)
+        # the published figure of this variant; none for a first order that the paper does not report
+        reference = entry if entry is not base or stop_grad == 'False' else without_figures(base)
+        row = result_rows(reference, path, iterations=test_run.restored_iterations,
+                          label='%s (%s)' % (base.name, label))[0]
+        spi = train_run.seconds_per_iteration if train_run else None
+        row.update({'variant': row['experiment'],
+                    's/iter': '-' if spi is None else '%.3f' % spi,
+                    'CPU s (train)': '-' if train_run is None else '%.0f' % train_run.cpu_seconds,
+                    'peak RSS (train)': '-' if train_run is None else '%.0f MB' % (train_run.maxrss_kb / 1024.0)})
+        rows.append(row)
+    print('\n[%s] first order versus second order, %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), base.name), file=out)
+    print(format_table(rows, COMPARE_COLUMNS, fmt=opts.format), file=out)
+    print(LEGEND + ' s/iter: wall time per training iteration between the first and last '
+          '"Iteration N" lines of the run ("-": fewer than two such lines, e.g. resumed at the end); '
+          'CPU s: user+system seconds of the whole training process; peak RSS: its maximum resident memory.',
+          file=out)
+    return exit_status(rows)
+
+
+def without_figures(experiment):
+    return dataclasses.replace(experiment, published=tuple(None for _ in experiment.steps))
+
+
+def parse_args(argv):
+    if '--' in argv:
+        split = argv.index('--')
+        argv, extra = argv[:split], argv[split + 1:]
+    else:
+        extra = []
+    parser = argparse.ArgumentParser(
+        description='Reproduce the MAML paper\'s experiments and compare with the published figures.',
+        epilog='Flags after "--" are passed to main.py unchanged. Experiments: ' + ', '.join(paper.BY_NAME))
+    parser.add_argument('experiment', nargs='?', help='experiment name (see --list)')
+    parser.add_argument('--list', action='store_true', help='list the experiments and their reference flags')
+    parser.add_argument('--check', metavar='CSV', help='verdict for an existing test CSV, without training')
+    parser.add_argument('--experiment', dest='experiment_opt', metavar='NAME',
+                        help='the experiment of --check CSV (default: inferred from its folders)')
+    parser.add_argument('--compare-first-order', action='store_true',
+                        help='run with and without --stop_grad=True and compare accuracy, s/iter and memory')
+    parser.add_argument('--metatrain_iterations', type=int, metavar='N',
+                        help='train for N iterations instead of the paper\'s (shortened run)')
+    parser.add_argument('--logdir', help='main.py --logdir (default: logs/EXPERIMENT, '
+                                         'or logs/EXPERIMENT-compare with --compare-first-order)')
+    parser.add_argument('--data_dir', help='main.py --data_dir (folder holding omniglot_resized/, miniImagenet/)')
+    parser.add_argument('--no-train', action='store_true', help='only test the latest checkpoint in the logdir')
+    parser.add_argument('--format', choices=('text', 'markdown'), default='text', help='table format')
+    opts = parser.parse_args(argv)
+    name = opts.experiment_opt or opts.experiment
+    if opts.experiment_opt and opts.experiment and opts.experiment_opt != opts.experiment:
+        parser.error('two different experiments given: %s and %s' % (opts.experiment, opts.experiment_opt))
+    opts.name = name
+    if not (opts.list or opts.check or name):
+        parser.error('give an EXPERIMENT, --list or --check CSV')
+    if name and name not in paper.BY_NAME:
+        parser.error('unknown experiment %r; see --list' % name)
+    if opts.metatrain_iterations is not None and opts.metatrain_iterations < 1:
+        parser.error('--metatrain_iterations must be positive')
+    return opts, extra
+
+
+def main(argv=None):
+    opts, extra = parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        if opts.list:
+            return cmd_list(opts.format)
+        if opts.check:
+            return cmd_check(opts.check, opts.name, opts.format)
+        experiment = paper.get(opts.name)
+        if opts.compare_first_order:
+            return cmd_compare(experiment, opts, extra)
+        return cmd_reproduce(experiment, opts, extra)
+    except (ReproduceError, flags.Error) as exc:
+        print('reproduce.py: error: %s' % exc, file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
