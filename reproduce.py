@@ -238,9 +238,13 @@ def trained_iterations(exp_dir):
         with open(os.path.join(exp_dir, 'checkpoint')) as f:
             match = re.search(r'^model_checkpoint_path:\s*"([^"]*)"', f.read(), re.M)
     except OSError:
-        return None
+        match = None
     match = match and CHECKPOINT_ITERATION.search(match.group(1))
-    return int(match.group(1)) + 1 if match else None
+    if match:
+        return int(match.group(1)) + 1
+    import tf1_checkpoint  # a folder of the reference's checkpoints only (no 'checkpoint' file of ours)
+    found = tf1_checkpoint.find_reference_checkpoints(exp_dir)
+    return max(found) + 1 if found else None
 
 
 def verdict(published_mean, published_ci, mean, ci, higher_is_better=True):

@@ -1,0 +1,251 @@
+"""What the golden fixtures do not pin down: names, file formats, statistics,
+checkpoints, the oracle input and the layout of a task."""
+import csv
+import os
+import pickle
+import types
+import zipfile
+
+import numpy as np
+import pytest
+
+import main
+from conftest import SHARED
+from data_generator import DataGenerator, omniglot_split, sample_task
+from utils import confidence_summary
+
+
+def flags(**kw):
+    """The reference's defaults, overridden by kw, with -1 resolved as main() does."""
+    base = dict(datasource='sinusoid', num_classes=5, baseline=None, meta_batch_size=25,
+                update_batch_size=5, update_lr=1e-3, num_updates=1, norm='batch_norm',
+                num_filters=64, max_pool=False, stop_grad=False)
+    base.update(kw)
+    base.setdefault('train_update_batch_size', base['update_batch_size'])
+    base.setdefault('train_update_lr', base['update_lr'])
+    return types.SimpleNamespace(**base)
+
+
+@pytest.mark.parametrize('kw, expected', [
+    # the README's command lines (SPEC: exp_string)
+    (dict(update_batch_size=10, norm='None'), 'cls_5.mbs_25.ubs_10.numstep1.updatelr0.001nonorm'),
+    (dict(update_batch_size=10, norm='None', baseline='oracle'),
+     'cls_5.mbs_25.ubs_10.numstep1.updatelr0.001oraclenonorm'),
+    (dict(datasource='omniglot', meta_batch_size=32, update_batch_size=1, update_lr=0.4),
+     'cls_5.mbs_32.ubs_1.numstep1.updatelr0.4batchnorm'),
+    (dict(datasource='omniglot', num_classes=20, meta_batch_size=16, update_batch_size=5,
+          update_lr=0.1, num_updates=5), 'cls_20.mbs_16.ubs_5.numstep5.updatelr0.1batchnorm'),
+    (dict(datasource='omniglot', meta_batch_size=32, update_batch_size=1, update_lr=0.4,
+          stop_grad=True), 'cls_5.mbs_32.ubs_1.numstep1.updatelr0.4stopgradbatchnorm'),
+    (dict(datasource='miniimagenet', meta_batch_size=4, update_batch_size=1, update_lr=0.01,
+          num_updates=5, num_filters=32, max_pool=True),
+     'cls_5.mbs_4.ubs_1.numstep5.updatelr0.01hidden32maxpoolbatchnorm'),
+    (dict(norm='layer_norm'), 'cls_5.mbs_25.ubs_5.numstep1.updatelr0.001layernorm'),
+    # testing with another K finds the training run through train_update_batch_size
+    (dict(update_batch_size=5, train_update_batch_size=10, train_update_lr=0.01),
+     'cls_5.mbs_25.ubs_10.numstep1.updatelr0.01batchnorm'),
+])
+def test_exp_string(kw, expected):
+    assert main.experiment_name(flags(**kw)) == expected
+
+
+def test_confidence_summary_arithmetic():
+    results = np.tile([[0.0, 2.0], [1.0, 4.0]], (300, 1))  # 600 tasks
+    means, stds, ci95 = confidence_summary(results)
+    np.testing.assert_allclose(means, [0.5, 3.0])
+    np.testing.assert_allclose(stds, [0.5, 1.0])  # ddof 0
+    np.testing.assert_allclose(ci95, 1.96 * np.array([0.5, 1.0]) / np.sqrt(600))
+
+
+def test_results_files_have_the_reference_format(tmp_path):
+    results = np.random.default_rng(0).random((600, 11))
+    means, stds, ci95 = confidence_summary(results)
+    base = str(tmp_path / 'test_ubs1_stepsize0.4')
+    main.write_results(base, results, means, stds, ci95)
+    with open(base + '.csv') as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ['update%d' % i for i in range(11)]
+    assert len(rows) == 4
+    np.testing.assert_allclose(np.array(rows[1:], float), [means, stds, ci95], rtol=1e-12)
+    with open(base + '.pkl', 'rb') as f:
+        saved = pickle.load(f)
+    assert list(saved) == ['mses']
+    np.testing.assert_array_equal(saved['mses'], results)
+
+
+## Checkpoints ------------------------------------------------------------------------------------
+
+def sinusoid_model():
+    import tensorflow as tf
+    from maml import MAML, ModelConfig
+    config = ModelConfig(datasource='sinusoid', norm='None', update_batch_size=5)
+    return MAML(1, 1, test_num_updates=1, config=config, dtype=tf.float32, seed=0)
+
+
+def sinusoid_batch(index):
+    gen = DataGenerator(10, 4, 'sinusoid')
+    return gen.make_batch(train=True, index=index, update_batch_size=5)
+
+
+def weights_of(model):
+    return {k: v.numpy().copy() for k, v in model.named_variables().items()}
+
+
+def test_resume_restores_weights_and_adam_state(tmp_path):
+    model = sinusoid_model()
+    for i in range(3):
+        model.metatrain_step(sinusoid_batch(i))
+    ckpt = main.Checkpoints(model, str(tmp_path))
+    ckpt.save(2)
+    model.metatrain_step(sinusoid_batch(3))
+    expected = weights_of(model)
+
+    resumed = sinusoid_model()  # fresh weights and a fresh Adam
+    ckpt2 = main.Checkpoints(resumed, str(tmp_path))
+    assert ckpt2.restore(ckpt2.path_for(-1)) == 2
+    opt, opt2 = model.metatrain_optimizer, resumed.metatrain_optimizer
+    assert int(opt2.iterations.numpy()) == 3
+    resumed.metatrain_step(sinusoid_batch(3))
+    for name, value in weights_of(resumed).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    for m, m2 in zip(opt.m, opt2.m):  # the moments carried over, not restarted
+        np.testing.assert_array_equal(m.numpy(), m2.numpy())
+
+
+def test_test_iter_picks_that_checkpoint(tmp_path):
+    model = sinusoid_model()
+    ckpt = main.Checkpoints(model, str(tmp_path))
+    saved = {}
+    for itr in (1000, 2000, 3000):
+        model.metatrain_step(sinusoid_batch(itr))
+        ckpt.save(itr)
+        saved[itr] = weights_of(model)
+    other = sinusoid_model()
+    ckpt2 = main.Checkpoints(other, str(tmp_path))
+    assert ckpt2.path_for(1500) is None
+    assert ckpt2.restore(ckpt2.path_for(2000)) == 2000
+    for name, value in weights_of(other).items():
+        np.testing.assert_array_equal(value, saved[2000][name])
+    assert ckpt2.restore(ckpt2.path_for(-1)) == 3000
+    for name, value in weights_of(other).items():
+        np.testing.assert_array_equal(value, saved[3000][name])
+
+
+def test_a_crash_during_save_leaves_the_previous_checkpoint_latest(tmp_path):
+    model = sinusoid_model()
+    ckpt = main.Checkpoints(model, str(tmp_path))
+    ckpt.save(1000)
+    good = weights_of(model)
+    model.metatrain_step(sinusoid_batch(1))
+
+    def crash(prefix, options=None):  # half-written files, then the process "dies"
+        for suffix in ('.index', '.data-00000-of-00001'):
+            with open(prefix + suffix, 'wb') as f:
+                f.write(b'\x00garbage')
+        raise KeyboardInterrupt('power cut')
+    ckpt.checkpoint._write = crash
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(2000)
+    assert os.path.exists(str(tmp_path / 'model-2000.index'))
+
+    other = sinusoid_model()
+    ckpt2 = main.Checkpoints(other, str(tmp_path))
+    path = ckpt2.path_for(-1)
+    assert path.endswith('model-1000')
+    assert ckpt2.restore(path) == 1000
+    for name, value in weights_of(other).items():
+        np.testing.assert_array_equal(value, good[name])
+
+
+## Data: oracle input, task layout, rotations, split --------------------------------------------------
+
+def test_oracle_input_is_x_amplitude_phase():
+    gen = DataGenerator(20, 7, 'sinusoid', baseline='oracle')
+    assert gen.dim_input == 3
+    inputa, inputb, labela, labelb = gen.make_batch(train=True, index=0, update_batch_size=10)
+    assert inputa.shape == (7, 10, 3) and inputb.shape == (7, 10, 3) and labela.shape == (7, 10, 1)
+    x, amp, phase = inputa[..., 0], inputa[..., 1], inputa[..., 2]
+    assert np.all(amp == amp[:, :1]) and np.all(phase == phase[:, :1])  # one task, one (A, phase)
+    assert np.all((amp >= 0.1) & (amp <= 5.0)) and np.all((phase >= 0) & (phase <= np.pi))
+    np.testing.assert_allclose(labela[..., 0], amp * np.sin(x - phase), atol=1e-5)
+
+
+def marked_classes(num_classes, per_class):
+    """Images whose class and drawing are readable, with an asymmetric mark that shows rotation."""
+    images = np.zeros((num_classes, per_class, 4, 4), np.uint8)
+    for c in range(num_classes):
+        for i in range(per_class):
+            images[c, i, 0, 0] = 1 + c         # top left corner: class
+            images[c, i, 0, 1] = 100 + i       # its right neighbour: drawing
+    return images
+
+
+def decode(image):
+    """(class, drawing, quarter turns) of a marked image."""
+    for turns in range(4):
+        upright = np.rot90(image, -turns)
+        if upright[0, 0] and upright[0, 1] >= 100:
+            return int(upright[0, 0]) - 1, int(upright[0, 1]) - 100, turns
+    raise AssertionError('mark not found')
+
+
+def test_task_layout_and_rotations():
+    images = marked_classes(30, 20)
+    turns_seen = set()
+    for index in range(20):
+        rng = np.random.default_rng(index)
+        task, labels = sample_task(rng, images, num_classes=5, num_samples_per_class=4, rotate=True)
+        assert task.shape == (20, 4, 4)
+        decoded = [decode(im) for im in task]
+        # sample k holds one image of every class: labels come in blocks of N, each a permutation
+        for k in range(4):
+            assert sorted(labels[5 * k:5 * k + 5]) == list(range(5))
+        for label in range(5):
+            mine = [decoded[j] for j in range(20) if labels[j] == label]
+            assert len({c for c, _, _ in mine}) == 1            # one class per label
+            assert len({t for _, _, t in mine}) == 1            # one rotation per class
+            assert len({d for _, d, _ in mine}) == 4            # distinct drawings
+            turns_seen.add(mine[0][2])
+        assert len({decoded[j][0] for j in range(20)}) == 5     # five distinct classes
+    assert turns_seen == {0, 1, 2, 3}
+
+
+def test_no_rotation_without_rotate():
+    images = marked_classes(10, 5)
+    task, _ = sample_task(np.random.default_rng(0), images, 5, 2, rotate=False)
+    assert all(decode(im)[2] == 0 for im in task)
+
+
+def test_same_seed_same_tasks_and_support_query_split():
+    a = DataGenerator(10, 4, 'sinusoid', seed=3).make_batch(True, 17, 5)
+    b = DataGenerator(10, 4, 'sinusoid', seed=3).make_batch(True, 17, 5)
+    c = DataGenerator(10, 4, 'sinusoid', seed=3).make_batch(True, 18, 5)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].shape == (4, 5, 1) and a[1].shape == (4, 5, 1)
+
+
+def omniglot_character_folders():
+    """alphabet/character folders of both Omniglot archives, read from the zip listings."""
+    folders = set()
+    for name in ('images_background.zip', 'images_evaluation.zip'):
+        with zipfile.ZipFile(SHARED / 'data' / 'omniglot' / name) as zf:
+            for entry in zf.namelist():
+                parts = entry.split('/')
+                if len(parts) == 4 and parts[3].endswith('.png'):
+                    folders.add('data/omniglot_resized/%s/%s' % (parts[1], parts[2]))
+    return list(folders)
+
+
+@pytest.mark.skipif(not (SHARED / 'data' / 'omniglot' / 'images_background.zip').exists(),
+                    reason='the Omniglot archives in ../shared/data are absent')
+def test_omniglot_split_is_pinned():
+    folders = omniglot_character_folders()
+    assert len(folders) == 1623
+    split = omniglot_split(folders[::-1])  # the listing order must not matter
+    assert {k: len(v) for k, v in split.items()} == {'train': 1100, 'val': 100, 'test': 423}
+    pins = {k: (v[0].split('/', 2)[2], v[-1].split('/', 2)[2]) for k, v in split.items()}
+    assert pins == {'train': ('Gurmukhi/character23', 'Kannada/character25'),
+                    'val': ('Tifinagh/character11', 'Atemayar_Qelisayer/character10'),
+                    'test': ('Keble/character04', 'Avesta/character22')}
