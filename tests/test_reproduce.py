@@ -187,3 +187,9 @@ def test_compare_first_order_on_a_small_omniglot(omniglot_data, tmp_path):
     assert dict(zip(reproduce.COMPARE_COLUMNS, rows[0]))['published'] == '98.70 +- 0.40'
     assert dict(zip(reproduce.COMPARE_COLUMNS, rows[1]))['published'] == '98.30 +- 0.50'
     assert (tmp_path / 'logs' / 'cls_5.mbs_2.ubs_1.numstep1.updatelr0.4hidden8stopgradbatchnorm').is_dir()
+
+
+def test_readme_holds_the_paper_table_as_paper_py_prints_it():
+    out = io.StringIO()
+    reproduce.cmd_list('markdown', out=out)
+    assert out.getvalue().strip() in (REPO / 'README.md').read_text()
