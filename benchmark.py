@@ -1,0 +1,421 @@
+"""Time the meta-training step of every paper configuration, and the 600-task evaluation.
+
+    taskset -c 0 python benchmark.py                        # everything (about 15 minutes on 1 core)
+    taskset -c 0 python benchmark.py --configs omniglot_5w1s --orders second --steps 10
+    python benchmark.py --configs tiny --steps 2 --warmup 1 --eval_tasks 2   # smoke test
+
+What is timed. For each configuration (the paper's hyperparameters: meta-batch
+size, K, N, inner steps, filters, max pooling, 15 queries per class for
+miniImagenet training) and each order (second: the full meta-gradient; first:
+--stop_grad), one meta-training iteration, MAML.metatrain_step: the inner
+loop, the meta-gradient and the Adam update, on synthetic in-memory batches of
+the right shapes (random pixels, random one-hot labels; no data set needed,
+and the time of one step does not depend on the pixel values). Each
+configuration runs in its own subprocess, so that its peak memory is its own:
+W warm-up steps (the first traces and compiles the step), then the median of
+--steps timed steps. Training asks for the query losses of the inner steps
+beyond num_updates only at report iterations (every 100th, see main.py's
+Trainer); those cost more and are timed separately ("report s/iter", median of
+a few). The projection for 60,000 iterations is 59,400 ordinary steps plus
+600 report steps (validation every 500 iterations and data loading excluded).
+
+Evaluation (--eval_configs) is main.py's test: 600 tasks one at a time, 10
+inner steps each, MAML.evaluate; the time is the median over --eval_tasks
+tasks, times 600 (extrapolated, not 600 tasks actually run).
+
+FLOPs are counted from the traced graph of the step: 2 x multiply-adds of
+every convolution (forward and both backward kinds; grouped convolutions
+count their groups' sizes) and every matrix product. Elementwise work (batch
+norm, ReLU, losses, Adam) is not counted, so the rate is that of the dense
+work only. The ceiling is one large float32 tf.matmul (2048 x 2048), timed in
+each subprocess right after the configuration, so that both rates see the
+same machine load; "% matmul" is the ratio of the two.
+
+Reference figures are those of the reference implementation (TF1 code under
+TF 2.21 compat mode) on this machine kind with 2 cores, as the performance
+issue reports them; "speedup" is reference time / our time (a range when the
+reference's is a range). If this benchmark runs on fewer cores than the
+reference figures (taskset), the speedups are understated.
+
+TensorFlow's CPU kernels use as many threads as the process may use cores:
+run under `taskset -c 0` for one core. The header prints the cores, the
+oneDNN setting and the machine. --onednn on/off sets TF_ENABLE_ONEDNN_OPTS in
+the subprocesses (default: leave TensorFlow's own choice, which is what
+main.py gets).
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+# name: (model flags, meta-batch size, support examples per class K, query examples per class)
+CONFIGS = {
+    'sinusoid': (dict(datasource='sinusoid', norm='None', update_batch_size=10, update_lr=0.001,
+                      num_updates=1), 25, 10, 10),
+    'omniglot_5w1s': (dict(datasource='omniglot', num_classes=5, update_batch_size=1, update_lr=0.4,
+                           num_updates=1), 32, 1, 1),
+    'omniglot_5w5s': (dict(datasource='omniglot', num_classes=5, update_batch_size=5, update_lr=0.4,
+                           num_updates=1), 32, 5, 5),
+    'omniglot_20w1s': (dict(datasource='omniglot', num_classes=20, update_batch_size=1, update_lr=0.1,
+                            num_updates=5), 16, 1, 1),
+    'omniglot_20w5s': (dict(datasource='omniglot', num_classes=20, update_batch_size=5, update_lr=0.1,
+                            num_updates=5), 16, 5, 5),
+    'miniimagenet_5w1s': (dict(datasource='miniimagenet', num_classes=5, update_batch_size=1, update_lr=0.01,
+                               num_updates=5, num_filters=32, max_pool=True), 4, 1, 15),
+    'miniimagenet_5w5s': (dict(datasource='miniimagenet', num_classes=5, update_batch_size=5, update_lr=0.01,
+                               num_updates=5, num_filters=32, max_pool=True), 4, 5, 15),
+    # not a paper configuration: a small conv net for the smoke test
+    'tiny': (dict(datasource='omniglot', num_classes=3, update_batch_size=1, update_lr=0.4,
+                  num_updates=1, num_filters=8), 2, 1, 1),
+}
+PAPER_CONFIGS = [name for name in CONFIGS if name != 'tiny']
+EVAL_CONFIGS = ['omniglot_5w1s', 'miniimagenet_5w1s']
+
+# Inner steps recorded while training (main.recorded_steps) and at test time.
+TRAIN_RECORDED = {'sinusoid': 5, 'omniglot': 10, 'miniimagenet': 1}
+TEST_NUM_UPDATES = 10
+NUM_TEST_TASKS = 600
+ITERATIONS = 60000
+REPORT_INTERVAL = 100
+
+# The performance issue's figures for the reference (s/iteration, 2 cores): (low, high).
+REFERENCE = {
+    ('sinusoid', 'second'): (0.0125, 0.0125),
+    ('omniglot_5w1s', 'second'): (0.28, 0.30),
+    ('omniglot_5w1s', 'first'): (0.17, 0.29),
+    ('omniglot_20w1s', 'second'): (2.8, 2.8),
+    ('miniimagenet_5w1s', 'second'): (3.2, 4.0),
+    ('miniimagenet_5w1s', 'first'): (2.65, 2.65),
+}
+
+
+## The worker: one configuration in its own process ---------------------------------------------
+
+def dims(flags):
+    if flags['datasource'] == 'sinusoid':
+        return 1, 1
+    if flags['datasource'] == 'omniglot':
+        return 28 * 28, flags['num_classes']
+    return 84 * 84 * 3, flags['num_classes']
+
+
+def synthetic_batch(flags, tasks, k_support, k_query, rng):
+    """(inputa, inputb, labela, labelb) of the right shapes, float32 numpy."""
+    import numpy as np
+    dim_input, dim_output = dims(flags)
+    if flags['datasource'] == 'sinusoid':
+        amp = rng.uniform(0.1, 5.0, (tasks, 1, 1))
+        phase = rng.uniform(0, np.pi, (tasks, 1, 1))
+        x = rng.uniform(-5.0, 5.0, (tasks, k_support + k_query, 1))
+        y = amp * np.sin(x - phase)
+        x, y = x.astype(np.float32), y.astype(np.float32)
+        return x[:, :k_support], x[:, k_support:], y[:, :k_support], y[:, k_support:]
+    n = dim_output
+
+    def part(k):
+        images = rng.random((tasks, n * k, dim_input), dtype=np.float32)
+        classes = np.stack([np.concatenate([rng.permutation(n) for _ in range(k)]) for _ in range(tasks)])
+        return images, np.eye(n, dtype=np.float32)[classes]
+
+    (inputa, labela), (inputb, labelb) = part(k_support), part(k_query)
+    return inputa, inputb, labela, labelb
+
+
+def count_flops(graph):
+    """(dense FLOPs, number of ops) of a traced graph: convolutions and matrix products only."""
+    flops = 0
+    for op in graph.get_operations():
+        kind = op.type
+        try:
+            if kind == 'Conv2D':
+                k = op.inputs[1].shape
+                flops += 2 * op.outputs[0].shape.num_elements() * k[0] * k[1] * k[2]
+            elif kind == 'Conv2DBackpropInput':
+                k, dy = op.inputs[1].shape, op.inputs[2].shape
+                flops += 2 * dy.num_elements() * k[0] * k[1] * k[2]
+            elif kind == 'Conv2DBackpropFilter':
+                k, dy = op.outputs[0].shape, op.inputs[2].shape
+                flops += 2 * dy.num_elements() * k[0] * k[1] * k[2]
+            elif kind == 'MatMul':
+                a = op.inputs[0].shape
+                inner = a[0] if op.get_attr('transpose_a') else a[1]
+                flops += 2 * op.outputs[0].shape.num_elements() * inner
+            elif kind in ('BatchMatMul', 'BatchMatMulV2', 'BatchMatMulV3'):
+                a = op.inputs[0].shape
+                inner = a[-2] if op.get_attr('adj_x') else a[-1]
+                flops += 2 * op.outputs[0].shape.num_elements() * inner
+        except (TypeError, ValueError):  # an unknown static shape: not counted
+            pass
+    return flops, len(graph.get_operations())
+
+
+def traced_graph(model, name, batch, num_steps):
+    """The graph MAML traced for one of its steps (MAML._run keeps one tf.function per step kind)."""
+    return model._compiled.functions[(name, num_steps)].get_concrete_function(*batch).graph
+
+
+def matmul_ceiling(tf, size=2048, repeats=9):
+    """GFLOP/s of one large float32 tf.matmul in a tf.function (median of repeats)."""
+    a = tf.random.uniform([size, size])
+    b = tf.random.uniform([size, size])
+    f = tf.function(lambda x, y: tf.matmul(x, y))
+    f(a, b).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        f(a, b).numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def timed(call, count):
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        out = call()
+        float(out['total_loss1'])  # wait for the step, as the training loop's first read would
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def worker(job):
+    """Run one job (a dict) and return its results (a dict); TensorFlow is imported here."""
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    sys.path.insert(0, REPO)
+    import numpy as np
+    import tensorflow as tf
+    from maml import MAML, ModelConfig
+    result = {'rss_import_mb': peak_rss_mb()}
+    flags, tasks, k_support, k_query = CONFIGS[job['config']]
+    flags = dict(flags)
+    evaluation = job['mode'] == 'eval'
+    if evaluation:
+        tasks, k_query, recorded = 1, flags['update_batch_size'], TEST_NUM_UPDATES  # main.py test: 2K per class
+    else:
+        recorded = TRAIN_RECORDED[flags['datasource']]
+        flags['stop_grad'] = job['mode'] == 'first'
+    config = ModelConfig(**flags)
+    dim_input, dim_output = dims(flags)
+    model = MAML(dim_input, dim_output, test_num_updates=recorded, config=config, dtype=tf.float32, seed=0)
+    rng = np.random.default_rng(0)
+    batches = [[tf.constant(x) for x in synthetic_batch(flags, tasks, k_support, k_query, rng)]
+               for _ in range(4)]
+    cycle = iter(range(10 ** 9))
+
+    def batch():
+        return batches[next(cycle) % len(batches)]
+
+    if evaluation:
+        def step():
+            return model.evaluate(batch(), TEST_NUM_UPDATES)
+        timed(step, job['warmup'])
+        result['times'] = timed(step, job['eval_tasks'])
+        graph = traced_graph(model, 'evaluate', batches[0], TEST_NUM_UPDATES)
+        result['flops'], result['ops'] = count_flops(graph)
+    else:
+        timed(lambda: model.metatrain_step(batch()), job['warmup'])
+        result['times'] = timed(lambda: model.metatrain_step(batch()), job['steps'])
+        graph = traced_graph(model, 'metatrain', batches[0], config.num_updates)
+        result['flops'], result['ops'] = count_flops(graph)
+        if model.num_steps > config.num_updates:  # report iterations record all steps
+            timed(lambda: model.metatrain_step(batch(), model.num_steps), 1)
+            result['report_times'] = timed(lambda: model.metatrain_step(batch(), model.num_steps),
+                                           max(3, job['steps'] // 5))
+        else:
+            result['report_times'] = result['times']
+        if not np.isfinite(float(model.metatrain_step(batch())['total_loss1'])):
+            result['warning'] = 'non-finite loss'
+    result['ceiling_gflops'] = matmul_ceiling(tf)
+    result['rss_peak_mb'] = peak_rss_mb()
+    result['onednn_env'] = os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')
+    return result
+
+
+## The driver -----------------------------------------------------------------------------------
+
+def run_job(job, onednn, timeout):
+    env = dict(os.environ)
+    env['TF_CPP_MIN_LOG_LEVEL'] = '3'
+    if onednn != 'default':
+        env['TF_ENABLE_ONEDNN_OPTS'] = '1' if onednn == 'on' else '0'
+    cmd = [sys.executable, os.path.abspath(__file__), '--worker', json.dumps(job)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return {'error': 'timed out after %d s' % timeout}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith('RESULT '):
+            return json.loads(line[len('RESULT '):])
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    return {'error': (lines[-1] if lines else 'exit status %d' % proc.returncode)[:300]}
+
+
+def fmt(value, spec):
+    return '-' if value is None else format(value, spec)
+
+
+def speedup(ref, ours):
+    if ref is None or ours is None:
+        return '-'
+    low, high = ref[0] / ours, ref[1] / ours
+    return '%.1fx' % low if abs(high - low) < 0.05 else '%.1f-%.1fx' % (low, high)
+
+
+def ref_text(ref):
+    if ref is None:
+        return '-'
+    return '%g' % ref[0] if ref[0] == ref[1] else '%g-%g' % ref
+
+
+TRAIN_COLUMNS = [('config', 18), ('order', 6), ('s/iter', 8), ('report s/iter', 13), ('60k iters h', 11),
+                 ('peak MB', 8), ('GFLOP/iter', 10), ('GFLOP/s', 8), ('% matmul', 8), ('graph ops', 9),
+                 ('ref s/iter', 10), ('speedup', 10)]
+EVAL_COLUMNS = [('config', 18), ('s/task', 8), ('600 tasks s', 11), ('peak MB', 8), ('GFLOP/task', 10),
+                ('GFLOP/s', 8), ('% matmul', 8), ('graph ops', 9)]
+
+
+def row(columns, values):
+    return '  '.join(str(v).ljust(w) if i < 2 else str(v).rjust(w)
+                     for i, ((_, w), v) in enumerate(zip(columns, values))).rstrip()
+
+
+def header(columns):
+    return row(columns, [name for name, _ in columns]) + '\n' + row(columns, ['-' * w for _, w in columns])
+
+
+def train_row(name, order, r):
+    if 'error' in r:
+        return row(TRAIN_COLUMNS[:2], [name, order]) + '  ERROR: ' + r['error']
+    t = statistics.median(r['times'])
+    t_report = statistics.median(r['report_times'])
+    reports = ITERATIONS // REPORT_INTERVAL
+    hours = ((ITERATIONS - reports) * t + reports * t_report) / 3600.0
+    rate = r['flops'] / t / 1e9
+    ref = REFERENCE.get((name, order))
+    line = row(TRAIN_COLUMNS, [
+        name, order, fmt(t, '.4f'), fmt(t_report, '.4f'), fmt(hours, '.2f'), fmt(r['rss_peak_mb'], '.0f'),
+        fmt(r['flops'] / 1e9, '.2f'), fmt(rate, '.1f'), fmt(100 * rate / r['ceiling_gflops'], '.0f'),
+        r['ops'], ref_text(ref), speedup(ref, t)])
+    return line + ('  (%s)' % r['warning'] if 'warning' in r else '')
+
+
+def eval_row(name, r):
+    if 'error' in r:
+        return row(EVAL_COLUMNS[:1], [name]) + '  ERROR: ' + r['error']
+    t = statistics.median(r['times'])
+    rate = r['flops'] / t / 1e9
+    return row(EVAL_COLUMNS, [name, fmt(t, '.4f'), fmt(NUM_TEST_TASKS * t, '.1f'), fmt(r['rss_peak_mb'], '.0f'),
+                              fmt(r['flops'] / 1e9, '.3f'), fmt(rate, '.1f'),
+                              fmt(100 * rate / r['ceiling_gflops'], '.0f'), r['ops']])
+
+
+def machine_description():
+    model = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    model = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None
+    return model, os.cpu_count(), cores
+
+
+def tf_version():
+    try:
+        from importlib.metadata import version
+        return version('tensorflow')
+    except Exception:  # pragma: no cover
+        return '?'
+
+
+def parse_list(text, allowed, default):
+    if text in ('all', ''):
+        return list(default)
+    names = [n.strip() for n in text.split(',') if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise SystemExit('unknown: %s (choose from %s)' % (', '.join(unknown), ', '.join(allowed)))
+    return names
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--configs', default='all',
+                        help='comma-separated training configurations, "all" (the paper\'s) or "none": %s'
+                        % ', '.join(CONFIGS))
+    parser.add_argument('--orders', default='second,first', help='second, first or both (comma-separated)')
+    parser.add_argument('--steps', type=int, default=20, help='timed meta-training steps per configuration')
+    parser.add_argument('--warmup', type=int, default=3, help='untimed steps first (the first one traces)')
+    parser.add_argument('--eval_configs', default=','.join(EVAL_CONFIGS),
+                        help='configurations whose 600-task evaluation is timed ("none" to skip)')
+    parser.add_argument('--eval_tasks', type=int, default=50, help='timed evaluation tasks (median x 600)')
+    parser.add_argument('--onednn', choices=('default', 'on', 'off'), default='default',
+                        help='TF_ENABLE_ONEDNN_OPTS for the subprocesses (default: TensorFlow\'s choice)')
+    parser.add_argument('--timeout', type=int, default=3600, help='seconds allowed per configuration')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        result = worker(json.loads(args.worker))
+        print('RESULT ' + json.dumps(result), flush=True)
+        return 0
+
+    configs = [] if args.configs == 'none' else parse_list(args.configs, CONFIGS, PAPER_CONFIGS)
+    orders = parse_list(args.orders, ('second', 'first'), ('second', 'first'))
+    eval_configs = [] if args.eval_configs == 'none' else parse_list(args.eval_configs, CONFIGS, EVAL_CONFIGS)
+    cpu, count, cores = machine_description()
+    load = os.getloadavg() if hasattr(os, 'getloadavg') else None
+    print('MAML benchmark: %s' % time.strftime('%Y-%m-%d %H:%M:%S'))
+    print('machine: %s, %d logical CPUs; this run may use CPU(s) %s; load average at start %s'
+          % (cpu, count, cores, '%.2f %.2f %.2f' % load if load else '?'))
+    print('python %s, tensorflow %s, TF_ENABLE_ONEDNN_OPTS=%s; float32; subprocess per configuration'
+          % (platform.python_version(), tf_version(),
+             {'default': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (TensorFlow default)'),
+              'on': '1', 'off': '0'}[args.onednn]))
+    print('warm-up %d steps, then the median of %d steps; evaluation: median of %d tasks x 600'
+          % (args.warmup, args.steps, args.eval_tasks), flush=True)
+
+    ceilings = []
+    if configs:
+        print('\nMeta-training iteration (synthetic in-memory batches):')
+        print(header(TRAIN_COLUMNS), flush=True)
+        for name in configs:
+            for order in orders:
+                job = {'config': name, 'mode': order, 'steps': args.steps, 'warmup': args.warmup}
+                r = run_job(job, args.onednn, args.timeout)
+                ceilings += [r['ceiling_gflops']] if 'ceiling_gflops' in r else []
+                print(train_row(name, order, r), flush=True)
+    if eval_configs:
+        print('\nEvaluation, as main.py --train=False: %d tasks one at a time, %d inner steps '
+              '(extrapolated from the median task):' % (NUM_TEST_TASKS, TEST_NUM_UPDATES))
+        print(header(EVAL_COLUMNS), flush=True)
+        for name in eval_configs:
+            job = {'config': name, 'mode': 'eval', 'eval_tasks': args.eval_tasks, 'warmup': args.warmup}
+            r = run_job(job, args.onednn, args.timeout)
+            ceilings += [r['ceiling_gflops']] if 'ceiling_gflops' in r else []
+            print(eval_row(name, r), flush=True)
+    if ceilings:
+        print('\nmatmul ceiling (float32 2048x2048 tf.matmul, in each subprocess): median %.1f GFLOP/s, '
+              'range %.1f-%.1f' % (statistics.median(ceilings), min(ceilings), max(ceilings)))
+    print('60k iters h: 59,400 steps + 600 report steps (all recorded inner steps); ref s/iter: the '
+          'reference implementation on 2 cores (performance issue); speedup = ref / ours.')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
