@@ -501,7 +501,10 @@ def experiment():
 
 
 def run():
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # save on kill -TERM as on Ctrl-C
+    # Save on kill -TERM as on Ctrl-C. SIGINT too, explicitly: a shell starts background jobs
+    # with SIGINT ignored, and Python would then never raise KeyboardInterrupt.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     app.run(main)
 
 

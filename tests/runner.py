@@ -2,6 +2,7 @@
 import csv
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -23,11 +24,15 @@ def run_main(*flags, cwd, timeout=900):
                           text=True, timeout=timeout)
 
 
-def start_main(*flags, cwd):
-    """Start main.py in the background; stdout is a pipe read line by line."""
+def start_main(*flags, cwd, sigint_ignored=False):
+    """Start main.py in the background; stdout is a pipe read line by line.
+
+    sigint_ignored: start it as a shell starts a background job (`cmd &`), SIGINT ignored.
+    """
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONUNBUFFERED='1')
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen(main_command(*flags), cwd=str(cwd), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
 
 
 def iteration_lines(stdout):

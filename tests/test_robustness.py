@@ -155,10 +155,13 @@ def wait_for(proc, predicate, timeout=600):
     raise AssertionError('not seen in time; output so far:\n' + ''.join(lines))
 
 
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_saves_a_checkpoint_before_exiting(sig, tmp_path):
+@pytest.mark.parametrize('sig, background', [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                             (signal.SIGINT, True)])
+def test_interrupt_saves_a_checkpoint_before_exiting(sig, background, tmp_path):
+    """Ctrl-C and kill -TERM; also SIGINT to a run started as a shell's background job."""
     logdir = tmp_path / 'logs'
-    proc = start_main(*SINUSOID, '--metatrain_iterations=70000', '--logdir=%s' % logdir, cwd=tmp_path)
+    proc = start_main(*SINUSOID, '--metatrain_iterations=70000', '--logdir=%s' % logdir, cwd=tmp_path,
+                      sigint_ignored=background)
     try:
         wait_for(proc, lambda line: line.startswith('Iteration 1000:'))
         proc.send_signal(sig)
