@@ -362,7 +362,7 @@ class Checkpoints:
 def check_our_checkpoint(model, path):
     """Raise CheckpointMismatch listing every weight that is missing, unexpected or mis-shaped."""
     import tensorflow as tf
-    from tf1_checkpoint import CheckpointMismatch
+    from tf1_checkpoint import CheckpointMismatch, mismatch_lines
     saved = {}
     for key, shape in tf.train.list_variables(path):
         parts = key.split('/')
@@ -376,13 +376,8 @@ def check_our_checkpoint(model, path):
     mismatched = ['%s: checkpoint %s, model %s' % (n, list(saved[n]), list(ours[n]))
                   for n in ours if n in saved and saved[n] != ours[n]]
     if missing or unexpected or mismatched:
-        lines = ['Checkpoint %s does not match the model the flags describe:' % path]
-        for title, items in (('missing from the checkpoint', missing),
-                             ('unexpected in the checkpoint', unexpected),
-                             ('shape mismatch', mismatched)):
-            if items:
-                lines.append('  %s (%d):' % (title, len(items)))
-                lines.extend('    ' + item for item in items)
+        lines = mismatch_lines('Checkpoint %s does not match the model the flags describe:' % path,
+                               missing, unexpected, mismatched)
         lines.append('  Give the flags the run was trained with (for example --conv, --num_filters, '
                      '--num_classes, --norm, --datasource).')
         raise CheckpointMismatch('\n'.join(lines))

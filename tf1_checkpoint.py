@@ -211,14 +211,8 @@ def match(model, path):
     unexpected = ['%s %s' % (n, list(shapes[n])) for n in sorted(shapes)
                   if n not in used and not IGNORED.search(n) and not ADAM_SLOT.match(n)]
     if missing or mismatched or unexpected:
-        lines = ['Reference checkpoint %s does not match the model the flags describe (%s).'
-                 % (path, _config_summary(model.config))]
-        for title, items in (('missing from the checkpoint', missing),
-                             ('unexpected in the checkpoint', unexpected),
-                             ('shape mismatch', mismatched)):
-            if items:
-                lines.append('  %s (%d):' % (title, len(items)))
-                lines.extend('    ' + item for item in items)
+        lines = mismatch_lines('Reference checkpoint %s does not match the model the flags describe (%s).'
+                               % (path, _config_summary(model.config)), missing, unexpected, mismatched)
         hints = flag_hints(model, shapes)
         if hints:
             lines.append('  flags that probably differ:')
@@ -227,6 +221,18 @@ def match(model, path):
             lines.append('  (no flag explains the difference: is this a checkpoint of the reference MAML?)')
         raise CheckpointMismatch('\n'.join(lines))
     return names, reader, shapes
+
+
+def mismatch_lines(title, missing, unexpected, mismatched):
+    """The lines of a mismatch message: the title, then each non-empty list under its heading."""
+    lines = [title]
+    for heading, items in (('missing from the checkpoint', missing),
+                           ('unexpected in the checkpoint', unexpected),
+                           ('shape mismatch', mismatched)):
+        if items:
+            lines.append('  %s (%d):' % (heading, len(items)))
+            lines.extend('    ' + item for item in items)
+    return lines
 
 
 class LoadResult:
