@@ -155,6 +155,13 @@ def wait_for(proc, predicate, timeout=600):
     raise AssertionError('not seen in time; output so far:\n' + ''.join(lines))
 
 
+def wait_until(condition, timeout=120):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, 'condition not met in %d s' % timeout
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize('sig, background', [(signal.SIGINT, False), (signal.SIGTERM, False),
                                              (signal.SIGINT, True)])
 def test_interrupt_saves_a_checkpoint_before_exiting(sig, background, tmp_path):
@@ -188,6 +195,8 @@ def test_sigkill_and_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
     proc = start_main(*flags, '--logdir=%s' % logdir, cwd=tmp_path)
     try:
         wait_for(proc, lambda line: line.startswith('Iteration 2000:'))
+        # the save follows the print and takes its time on a loaded machine: wait for it to be listed
+        wait_until(lambda: (exp_dir / 'checkpoint').exists() and checkpoint_listed(exp_dir) == 'model-2000')
         time.sleep(random.uniform(0.0, 3.0))  # somewhere after the checkpoint of 2000
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)

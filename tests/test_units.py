@@ -249,3 +249,35 @@ def test_omniglot_split_is_pinned():
     assert pins == {'train': ('Gurmukhi/character23', 'Kannada/character25'),
                     'val': ('Tifinagh/character11', 'Atemayar_Qelisayer/character10'),
                     'test': ('Keble/character04', 'Avesta/character22')}
+
+
+@pytest.mark.parametrize('strides', [1, 2])
+def test_grouped_convolution_equals_one_convolution_per_task(strides):
+    """The float32 training path convolves the whole meta-batch in one grouped convolution;
+    it must give the values, gradients and second derivatives of one tf.nn.conv2d per task."""
+    import tensorflow as tf
+    import utils
+    if not utils.grouped_conv_gradients_work():
+        pytest.skip('this TensorFlow build falls back to split_conv2d everywhere: nothing to compare')
+    rng = np.random.default_rng(1)
+    tasks, channels, filters = 4, 3, 5  # meta-batch of 4 tasks stacked along channels, as maml.py does
+    x = tf.constant(rng.normal(size=(2, 9, 9, tasks * channels)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, channels, tasks * filters)), tf.float32)
+
+    def derivatives(conv):
+        with tf.GradientTape() as outer:
+            outer.watch([x, kernel])
+            with tf.GradientTape() as inner:
+                inner.watch([x, kernel])
+                y = conv(x, kernel, tasks, strides)
+                value = tf.reduce_sum(tf.tanh(y) * tf.range(y.shape[-1], dtype=y.dtype))
+            dx, dk = inner.gradient(value, [x, kernel])
+            meta = tf.reduce_sum(tf.sin(dx)) + tf.reduce_sum(dk * dk)
+        return [y, dx, dk] + outer.gradient(meta, [x, kernel])
+
+    grouped = derivatives(utils.grouped_conv2d)
+    split = derivatives(utils.split_conv2d)
+    for name, a, b in zip(['output', 'd/dx', 'd/dkernel', 'second d/dx', 'second d/dkernel'], grouped, split):
+        # float32 sums in another order: judge the error against the array's scale
+        scale = np.abs(b.numpy()).max()
+        assert np.abs(a.numpy() - b.numpy()).max() <= 1e-5 * scale, name
