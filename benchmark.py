@@ -194,6 +194,7 @@ def worker(job):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
     sys.path.insert(0, REPO)
     import numpy as np
+    import utils  # noqa: F401  (before TensorFlow, as main.py: it enables the oneDNN kernels)
     import tensorflow as tf
     from maml import MAML, ModelConfig
     result = {'rss_import_mb': peak_rss_mb()}
@@ -239,6 +240,8 @@ def worker(job):
     result['ceiling_gflops'] = matmul_ceiling(tf)
     result['rss_peak_mb'] = peak_rss_mb()
     result['onednn_env'] = os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')
+    if model.forward == model.forward_conv:
+        result['grouped_conv'] = utils.grouped_conv_gradients_work()
     return result
 
 
@@ -307,7 +310,7 @@ def train_row(name, order, r):
         name, order, fmt(t, '.4f'), fmt(t_report, '.4f'), fmt(hours, '.2f'), fmt(r['rss_peak_mb'], '.0f'),
         fmt(r['flops'] / 1e9, '.2f'), fmt(rate, '.1f'), fmt(100 * rate / r['ceiling_gflops'], '.0f'),
         r['ops'], ref_text(ref), speedup(ref, t)])
-    return line + ('  (%s)' % r['warning'] if 'warning' in r else '')
+    return line + notes(r)
 
 
 def eval_row(name, r):
@@ -317,7 +320,15 @@ def eval_row(name, r):
     rate = r['flops'] / t / 1e9
     return row(EVAL_COLUMNS, [name, fmt(t, '.4f'), fmt(NUM_TEST_TASKS * t, '.1f'), fmt(r['rss_peak_mb'], '.0f'),
                               fmt(r['flops'] / 1e9, '.3f'), fmt(rate, '.1f'),
-                              fmt(100 * rate / r['ceiling_gflops'], '.0f'), r['ops']])
+                              fmt(100 * rate / r['ceiling_gflops'], '.0f'), r['ops']]) + notes(r)
+
+
+def notes(r):
+    """What makes a row incomparable: a non-finite loss, or the slow convolution fallback."""
+    notes = [r['warning']] if 'warning' in r else []
+    if r.get('grouped_conv') is False:
+        notes.append('one convolution per task: grouped convolutions unavailable')
+    return ''.join('  (%s)' % n for n in notes)
 
 
 def machine_description():
@@ -385,7 +396,7 @@ def main(argv=None):
           % (cpu, count, cores, '%.2f %.2f %.2f' % load if load else '?'))
     print('python %s, tensorflow %s, TF_ENABLE_ONEDNN_OPTS=%s; float32; subprocess per configuration'
           % (platform.python_version(), tf_version(),
-             {'default': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (TensorFlow default)'),
+             {'default': os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1 (set by utils.py)'),
               'on': '1', 'off': '0'}[args.onednn]))
     print('warm-up %d steps, then the median of %d steps; evaluation: median of %d tasks x 600'
           % (args.warmup, args.steps, args.eval_tasks), flush=True)

@@ -429,7 +429,10 @@ def build(train):
     errors = data_errors(FLAGS, data_generator, train)
     if errors:
         raise FlagError('\n  '.join([''] + errors))
-    import tensorflow as tf  # only now: importing it takes seconds
+    # only now: importing TensorFlow takes seconds. utils first: it must set up
+    # TensorFlow's CPU kernels before TensorFlow's first import (see utils.py)
+    import utils  # noqa: F401
+    import tensorflow as tf
     from maml import MAML, ModelConfig
     model = MAML(data_generator.dim_input, data_generator.dim_output,
                  test_num_updates=recorded_steps(FLAGS.datasource, train),

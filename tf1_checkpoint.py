@@ -32,7 +32,9 @@ import os
 import re
 
 import numpy as np
-import tensorflow as tf
+
+import utils  # noqa: F401  (before TensorFlow: it enables the oneDNN kernels)
+import tensorflow as tf  # noqa: E402
 
 SCOPE = 'model/'
 REFERENCE_FILE = re.compile(r'^model(\d+)\.index$')

@@ -6,6 +6,8 @@ float32 training path and the float64 reference check.
 import concurrent.futures
 import functools
 import os
+import sys
+import warnings
 
 import numpy as np
 
@@ -13,6 +15,8 @@ import numpy as np
 # convolutions; its oneDNN kernels do. oneDNN is on by default only on some
 # CPUs (Intel), so ask for it before TensorFlow is first imported; where it is
 # still off, grouped_conv2d falls back to one convolution per task.
+# Too late if TensorFlow is already imported: every entry point imports utils first.
+TENSORFLOW_IMPORTED_FIRST = 'tensorflow' in sys.modules
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 import tensorflow as tf  # noqa: E402
 
@@ -114,7 +118,13 @@ def grouped_conv_gradients_work():
     float32 convolution, and gets them right (checked once, on a tiny case)."""
     # a fresh thread runs eagerly, outside any tf.function being traced and any tape
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(_probe_grouped_conv).result()
+        works = pool.submit(_probe_grouped_conv).result()
+    if not works:
+        why = ('TensorFlow was imported before utils, too late to enable oneDNN'
+               if TENSORFLOW_IMPORTED_FIRST else 'TF_ENABLE_ONEDNN_OPTS=%s' % os.environ['TF_ENABLE_ONEDNN_OPTS'])
+        warnings.warn('grouped convolutions are unavailable (%s): one convolution per task instead, '
+                      'the same numbers but up to 2x slower' % why, stacklevel=2)
+    return works
 
 
 def _probe_grouped_conv():

@@ -4,7 +4,12 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # as utils.py does, in case a test imports TensorFlow first
+# As utils.py does, in case a test imports TensorFlow before utils. main.py in a
+# subprocess gets the user's environment without it (runner.user_env), so that
+# the tests see the import order users get.
+if 'TF_ENABLE_ONEDNN_OPTS' not in os.environ:
+    os.environ['TF_ENABLE_ONEDNN_OPTS'] = '1'
+    os.environ['MAML_TESTS_ADDED_ONEDNN_OPTS'] = '1'
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 sys.path.insert(0, str(REPO))

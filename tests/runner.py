@@ -17,10 +17,17 @@ def main_command(*flags):
     return [sys.executable, str(REPO / 'main.py')] + list(flags)
 
 
+def user_env():
+    """The environment a user's shell would give main.py: without what conftest added."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONUNBUFFERED='1')
+    if env.pop('MAML_TESTS_ADDED_ONEDNN_OPTS', None):
+        del env['TF_ENABLE_ONEDNN_OPTS']
+    return env
+
+
 def run_main(*flags, cwd, timeout=900):
     """Run main.py in cwd; returns the CompletedProcess (stdout and stderr as text)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONUNBUFFERED='1')
-    return subprocess.run(main_command(*flags), cwd=str(cwd), env=env, capture_output=True,
+    return subprocess.run(main_command(*flags), cwd=str(cwd), env=user_env(), capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -29,9 +36,8 @@ def start_main(*flags, cwd, sigint_ignored=False):
 
     sigint_ignored: start it as a shell starts a background job (`cmd &`), SIGINT ignored.
     """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONUNBUFFERED='1')
     ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
-    return subprocess.Popen(main_command(*flags), cwd=str(cwd), env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen(main_command(*flags), cwd=str(cwd), env=user_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
 
 

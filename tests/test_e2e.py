@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
+import utils
 from runner import describe, iteration_lines, read_results_csv, run_main
 from synthetic import make_omniglot
 
@@ -57,6 +58,8 @@ def test_omniglot_layout_run_beats_chance(omniglot_data, tmp_path, workdir):
              '--logdir=%s' % (tmp_path / 'logs')]
     train = run_main(*flags, '--metatrain_iterations=301', cwd=workdir)
     assert train.returncode == 0, describe(train)
+    if utils.grouped_conv_gradients_work():  # then main.py must get them too (utils before TensorFlow)
+        assert 'grouped convolutions are unavailable' not in train.stderr, describe(train)
     assert sorted(iteration_lines(train.stdout)) == [100, 200, 300]
     assert train.stdout.count('Validation results') == 0  # first validation at 500
 

@@ -138,7 +138,7 @@ def test_check_of_a_file_that_is_not_a_test_csv(tmp_path):
 ## End to end ------------------------------------------------------------------------------------------
 
 def run_reproduce(*args, cwd):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONUNBUFFERED='1')
+    env = user_env()
     return subprocess.run([sys.executable, str(REPO / 'reproduce.py')] + list(args), cwd=str(cwd), env=env,
                           capture_output=True, text=True, timeout=1200)
 

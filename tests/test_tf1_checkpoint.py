@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from conftest import REPO, SHARED
 import synthetic
+from runner import user_env
 import tf1_checkpoint
 from maml import MAML, ModelConfig
 from tf1_checkpoint import CheckpointMismatch, load_reference_checkpoint
@@ -265,7 +266,7 @@ def test_keeping_10_of_ours_never_deletes_reference_checkpoints(tmp_path):
 
 
 def _run_main(args, timeout):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    env = user_env()
     return subprocess.run([sys.executable, str(REPO / 'main.py')] + args, cwd=str(REPO), env=env,
                           capture_output=True, text=True, timeout=timeout)
 
