@@ -240,7 +240,7 @@ def worker(job):
     result['ceiling_gflops'] = matmul_ceiling(tf)
     result['rss_peak_mb'] = peak_rss_mb()
     result['onednn_env'] = os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')
-    if model.forward == model.forward_conv:
+    if model.forward == model.forward_conv and not evaluation:  # evaluation runs one task: no groups
         result['grouped_conv'] = utils.grouped_conv_gradients_work()
     return result
 
