@@ -1,6 +1,6 @@
 """Time the meta-training step of every paper configuration, and the 600-task evaluation.
 
-    taskset -c 0 python benchmark.py                        # everything (about 15 minutes on 1 core)
+    python benchmark.py                                     # everything (about 27 minutes on 2 cores)
     taskset -c 0 python benchmark.py --configs omniglot_5w1s --orders second --steps 10
     python benchmark.py --configs tiny --steps 2 --warmup 1 --eval_tasks 2   # smoke test
 
@@ -40,8 +40,10 @@ reference figures (taskset), the speedups are understated.
 TensorFlow's CPU kernels use as many threads as the process may use cores:
 run under `taskset -c 0` for one core. The header prints the cores, the
 oneDNN setting and the machine. --onednn on/off sets TF_ENABLE_ONEDNN_OPTS in
-the subprocesses (default: leave TensorFlow's own choice, which is what
-main.py gets).
+the subprocesses (default: what main.py gets, on unless the environment says
+otherwise: utils.py asks for it). Without oneDNN the grouped convolutions
+have no gradient, the step falls back to one convolution per task, and the
+row says so.
 """
 import argparse
 import json
