@@ -1,5 +1,4 @@
 """benchmark.py runs and prints its columns (a smoke test on a tiny net; no timing is asserted)."""
-import os
 import re
 import subprocess
 import sys

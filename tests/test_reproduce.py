@@ -10,6 +10,7 @@ import pytest
 import paper
 import reproduce
 from conftest import REPO, SHARED
+from runner import user_env
 from synthetic import make_omniglot
 
 COLUMNS = ['experiment', 'step', 'iterations', 'published', 'ours', 'difference', 'verdict']
