@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import utils  # noqa: E402,F401  (before TensorFlow: it enables the oneDNN kernels)
 import tensorflow as tf  # noqa: E402
+tf.get_logger().setLevel("ERROR")  # a model per fixture: the retracing warnings are expected
 
 from maml import MAML, ModelConfig  # noqa: E402
 
