@@ -120,11 +120,18 @@ def grouped_conv_gradients_work():
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         works = pool.submit(_probe_grouped_conv).result()
     if not works:
-        why = ('TensorFlow was imported before utils, too late to enable oneDNN'
-               if TENSORFLOW_IMPORTED_FIRST else 'TF_ENABLE_ONEDNN_OPTS=%s' % os.environ['TF_ENABLE_ONEDNN_OPTS'])
         warnings.warn('grouped convolutions are unavailable (%s): one convolution per task instead, '
-                      'the same numbers but slower (2.3x on miniImagenet 5-way 1-shot)' % why, stacklevel=2)
+                      'the same numbers but slower (2.3x on miniImagenet 5-way 1-shot)' % _no_grouped_conv_reason(),
+                      stacklevel=2)
     return works
+
+
+def _no_grouped_conv_reason():
+    if os.environ['TF_ENABLE_ONEDNN_OPTS'] == '0':
+        return 'TF_ENABLE_ONEDNN_OPTS=0'
+    if TENSORFLOW_IMPORTED_FIRST:
+        return 'TensorFlow was imported before utils, too late to enable oneDNN'
+    return 'this TensorFlow build has no oneDNN gradient for them'
 
 
 def _probe_grouped_conv():
