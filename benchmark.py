@@ -199,7 +199,7 @@ def worker(job):
     import utils  # noqa: F401  (before TensorFlow, as main.py: it enables the oneDNN kernels)
     import tensorflow as tf
     from maml import MAML, ModelConfig
-    result = {'rss_import_mb': peak_rss_mb()}
+    result = {}
     flags, tasks, k_support, k_query = CONFIGS[job['config']]
     flags = dict(flags)
     evaluation = job['mode'] == 'eval'
@@ -241,7 +241,6 @@ def worker(job):
             result['warning'] = 'non-finite loss'
     result['ceiling_gflops'] = matmul_ceiling(tf)
     result['rss_peak_mb'] = peak_rss_mb()
-    result['onednn_env'] = os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')
     if model.forward == model.forward_conv and not evaluation:  # evaluation runs one task: no groups
         result['grouped_conv'] = utils.grouped_conv_gradients_work()
     return result
