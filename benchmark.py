@@ -158,9 +158,9 @@ def count_flops(graph):
     return flops, len(graph.get_operations())
 
 
-def traced_graph(model, name, batch, num_steps):
-    """The graph MAML traced for one of its steps (MAML._run keeps one tf.function per step kind)."""
-    return model._compiled.functions[(name, num_steps)].get_concrete_function(*batch).graph
+def traced_graph(model, key, batch):
+    """The graph MAML traced for one of its steps (MAML._run keeps one tf.function per key)."""
+    return model._compiled.functions[key].get_concrete_function(*batch).graph
 
 
 def matmul_ceiling(tf, size=2048, repeats=9):
@@ -224,12 +224,12 @@ def worker(job):
             return model.evaluate(batch(), TEST_NUM_UPDATES)
         timed(step, job['warmup'])
         result['times'] = timed(step, job['eval_tasks'])
-        graph = traced_graph(model, 'evaluate', batches[0], TEST_NUM_UPDATES)
+        graph = traced_graph(model, ('evaluate', TEST_NUM_UPDATES), batches[0])
         result['flops'], result['ops'] = count_flops(graph)
     else:
         timed(lambda: model.metatrain_step(batch()), job['warmup'])
         result['times'] = timed(lambda: model.metatrain_step(batch()), job['steps'])
-        graph = traced_graph(model, 'metatrain', batches[0], config.num_updates)
+        graph = traced_graph(model, ('metatrain', config.num_updates, ('record_all', False)), batches[0])
         result['flops'], result['ops'] = count_flops(graph)
         if model.num_steps > config.num_updates:  # report iterations record all steps
             timed(lambda: model.metatrain_step(batch(), model.num_steps), 1)

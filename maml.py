@@ -260,12 +260,16 @@ class MAML(tf.Module):
         new_weights = {k: fast_weights[k] - self.update_lr * grads[k] for k in fast_weights}
         return new_weights, output, losses
 
-    def adapt(self, inputa, inputb, labela, labelb, num_steps, outer_tape=None):
-        """Adapt to every task; record the query losses (and accuracies) after each step.
+    def adapt(self, inputa, inputb, labela, labelb, num_steps, outer_tape=None, record_all=True):
+        """Adapt to every task; the query losses (and accuracies) after each step.
 
         Steps beyond the training num_updates are only reported, so when an
         outer tape is given they run with it paused: they cost no tape memory
-        and contribute nothing to the meta-gradient.
+        and contribute nothing to the meta-gradient. With record_all False the
+        query set is run only after the last step (the meta-loss), not after
+        the others: an ordinary training iteration needs nothing else, and
+        for miniImagenet's 75 queries those forward passes were most of the
+        work. The skipped steps' entries are None.
         """
         fast_weights = self.tile_weights(self.weights, inputa.shape[0])
         outputa = lossa = None
@@ -277,25 +281,29 @@ class MAML(tf.Module):
                     fast_weights, inputa, labela, self.config.stop_grad or pause)
                 if step == 0:
                     outputa, lossa = output, loss
-                outputb = self.forward(inputb, fast_weights)
-                outputsb.append(outputb)
-                lossesb.append(self.loss_func(outputb, labelb))
+                if record_all or step == num_steps - 1:
+                    outputb = self.forward(inputb, fast_weights)
+                    outputsb.append(outputb)
+                    lossesb.append(self.loss_func(outputb, labelb))
+                else:
+                    outputsb.append(None)
+                    lossesb.append(None)
         if num_steps == 0:
             outputa = self.forward(inputa, fast_weights)
             lossa = self.loss_func(outputa, labela)
         result = {'lossa': lossa, 'lossesb': lossesb}
         if self.classification:
             result['accuracya'] = accuracy(outputa, labela)
-            result['accuraciesb'] = [accuracy(o, labelb) for o in outputsb]
+            result['accuraciesb'] = [None if o is None else accuracy(o, labelb) for o in outputsb]
         return result
 
-    def metabatch(self, inputa, inputb, labela, labelb, num_steps, outer_tape=None):
+    def metabatch(self, inputa, inputb, labela, labelb, num_steps, outer_tape=None, record_all=True):
         """Totals over the meta-batch: sums over tasks / meta-batch size, as the reference."""
-        tasks = self.adapt(inputa, inputb, labela, labelb, num_steps, outer_tape)
+        tasks = self.adapt(inputa, inputb, labela, labelb, num_steps, outer_tape, record_all)
         meta_batch_size = tf.cast(inputa.shape[0], self.dtype)
 
         def total(value):
-            return tf.reduce_sum(value) / meta_batch_size
+            return None if value is None else tf.reduce_sum(value) / meta_batch_size
 
         out = {'total_loss1': total(tasks['lossa']),
                'total_losses2': [total(v) for v in tasks['lossesb']]}
@@ -306,11 +314,11 @@ class MAML(tf.Module):
 
     ## Outer loop --------------------------------------------------------------------------
 
-    def meta_gradients(self, inputa, inputb, labela, labelb, num_steps):
+    def meta_gradients(self, inputa, inputb, labela, labelb, num_steps, record_all=True):
         """Results of the meta-batch and the gradient of the step-num_updates query loss."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(self.variables_list)
-            out = self.metabatch(inputa, inputb, labela, labelb, num_steps, outer_tape=tape)
+            out = self.metabatch(inputa, inputb, labela, labelb, num_steps, tape, record_all)
             meta_loss = out['total_losses2'][self.config.num_updates - 1]
         grads = tape.gradient(meta_loss, self.variables_list,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -321,8 +329,9 @@ class MAML(tf.Module):
             return [tf.clip_by_value(g, -CLIP_MINIIMAGENET, CLIP_MINIIMAGENET) for g in grads]
         return grads
 
-    def _metatrain_step(self, inputa, inputb, labela, labelb, num_steps):
-        out, grads = self.meta_gradients(inputa, inputb, labela, labelb, max(num_steps, self.config.num_updates))
+    def _metatrain_step(self, inputa, inputb, labela, labelb, num_steps, record_all=True):
+        out, grads = self.meta_gradients(inputa, inputb, labela, labelb, max(num_steps, self.config.num_updates),
+                                         record_all)
         self.metatrain_optimizer.apply_gradients(self.clip(grads), self.variables_list)
         out['grads'] = grads  # unclipped, as the fixtures record them
         return out
@@ -340,21 +349,26 @@ class MAML(tf.Module):
     def _evaluate(self, inputa, inputb, labela, labelb, num_steps):
         return self.metabatch(inputa, inputb, labela, labelb, num_steps)
 
-    def _run(self, name, fn, batch, num_steps):
-        """Call fn inside one tf.function per (name, num_steps): no retracing in the loop."""
-        key = (name, num_steps)
+    def _run(self, name, fn, batch, num_steps, **options):
+        """Call fn inside one tf.function per (name, num_steps, options): no retracing in the loop."""
+        key = (name, num_steps) + tuple(sorted(options.items()))
         functions = self._compiled.functions
         if key not in functions:
-            functions[key] = tf.function(lambda a, b, la, lb: fn(a, b, la, lb, num_steps))
+            functions[key] = tf.function(lambda a, b, la, lb: fn(a, b, la, lb, num_steps, **options))
         inputs = [tf.convert_to_tensor(x, dtype=self.dtype) for x in batch]
         return functions[key](*inputs)
 
     def metatrain_step(self, batch, num_steps=None):
         """One meta-update on batch = (inputa, inputb, labela, labelb).
 
-        num_steps: inner steps to report (default num_updates, the cheapest).
+        num_steps: inner steps whose query results are reported (at least
+        num_updates). None, the cheapest: only what the update needs; then
+        total_losses2 (and total_accuracies2) hold None except at step
+        num_updates. The update is the same either way.
         """
-        return self._run('metatrain', self._metatrain_step, batch, num_steps or self.config.num_updates)
+        if num_steps is None:
+            return self._run('metatrain', self._metatrain_step, batch, self.config.num_updates, record_all=False)
+        return self._run('metatrain', self._metatrain_step, batch, num_steps)
 
     def pretrain_step(self, batch, num_steps=0):
         return self._run('pretrain', self._pretrain_step, batch, num_steps)

@@ -281,3 +281,38 @@ def test_grouped_convolution_equals_one_convolution_per_task(strides):
         # float32 sums in another order: judge the error against the array's scale
         scale = np.abs(b.numpy()).max()
         assert np.abs(a.numpy() - b.numpy()).max() <= 1e-5 * scale, name
+
+
+@pytest.mark.parametrize('stop_grad', [False, True])
+def test_ordinary_iteration_updates_as_a_report_iteration(stop_grad):
+    """Ordinary iterations run the query set after step num_updates only; the
+    meta-update must be the one a report iteration (all steps recorded) makes."""
+    import tensorflow as tf
+    from maml import MAML, ModelConfig
+    config = ModelConfig(datasource='omniglot', num_classes=3, update_batch_size=1, update_lr=0.4,
+                         num_updates=3, num_filters=4, stop_grad=stop_grad)
+    rng = np.random.default_rng(2)
+    images = rng.random((2, 6, 28 * 28))
+    labels = np.eye(3)[np.tile([0, 1, 2], (2, 2))]
+    batch = (images[:, :3], images[:, 3:], labels[:, :3], labels[:, 3:])
+    models = [MAML(28 * 28, 3, test_num_updates=4, config=config, dtype=tf.float64, seed=0) for _ in range(2)]
+    ordinary = models[0].metatrain_step(batch)
+    report = models[1].metatrain_step(batch, 4)
+    assert [v is None for v in ordinary['total_losses2']] == [True, True, False]
+    assert len(report['total_losses2']) == 4 and all(v is not None for v in report['total_losses2'])
+    np.testing.assert_allclose(float(ordinary['total_losses2'][2]), float(report['total_losses2'][2]), rtol=1e-12)
+    np.testing.assert_allclose(float(ordinary['total_loss1']), float(report['total_loss1']), rtol=1e-12)
+    for name, a, b in zip(models[0].variable_names, ordinary['grads'], report['grads']):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-14, err_msg=name)
+    for name, a, b in zip(models[0].variable_names, models[0].variables_list, models[1].variables_list):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-14, err_msg=name)
+
+    def forward_convs(key, model):
+        graph = model._compiled.functions[key].get_concrete_function(
+            *[tf.constant(x) for x in batch]).graph
+        return sum(op.type == 'Conv2D' for op in graph.get_operations())
+    # the same 3 steps recorded: the ordinary graph lacks the query passes after steps 1 and 2,
+    # each 4 layers of one convolution per task (float64 convolves task by task)
+    models[1].metatrain_step(batch, 3)
+    assert forward_convs(('metatrain', 3), models[1]) - forward_convs(('metatrain', 3, ('record_all', False)),
+                                                                      models[0]) == 2 * 4 * 2
