@@ -202,8 +202,11 @@ class MAML(tf.Module):
 
     ## Networks (inputs [tasks, examples, dim], task-batched weights) ----------------------------
 
-    def forward_fc(self, inp, weights):
-        """Fully connected net: (matmul + bias -> norm -> ReLU) per hidden layer, linear output."""
+    def forward_fc(self, inp, weights, differentiated_twice=True):
+        """Fully connected net: (matmul + bias -> norm -> ReLU) per hidden layer, linear output.
+
+        differentiated_twice: as forward_conv's (unused: the fc layers are small).
+        """
         hidden = inp
         scopes = [scope for scope, _ in self.norm_scopes()]
         for i, scope in enumerate(scopes):
@@ -212,17 +215,19 @@ class MAML(tf.Module):
         last = len(scopes) + 1
         return tf.matmul(hidden, weights['w%d' % last]) + weights['b%d' % last][:, None, :]
 
-    def forward_conv(self, inp, weights):
+    def forward_conv(self, inp, weights, differentiated_twice=True):
         """Four conv blocks, then the head: spatial mean (Omniglot) or flatten (miniImagenet).
 
         The tasks travel side by side in the channel axis: [B, H, W, tasks*channels].
+        differentiated_twice=False promises that no second derivative of this
+        pass is taken, which lets batch norm use the fused kernel.
         """
         num_tasks, size, channels = inp.shape[0], self.img_size, self.channels
         hidden = tf.reshape(inp, [num_tasks, -1, size, size, channels])
         hidden = tf.reshape(tf.transpose(hidden, [1, 2, 3, 0, 4]), [-1, size, size, num_tasks * channels])
         for i in range(4):
             hidden = conv_block(hidden, weights['conv%d' % (i + 1)], weights['b%d' % (i + 1)], num_tasks,
-                                self.config.norm, self._norm(str(i)), self.config.max_pool)
+                                self.config.norm, self._norm(str(i)), self.config.max_pool, differentiated_twice)
         if self.config.datasource == 'miniimagenet':
             _, h, w, _ = hidden.shape
             hidden = tf.reshape(hidden, [-1, h, w, num_tasks, self.dim_hidden])
@@ -240,17 +245,18 @@ class MAML(tf.Module):
 
     ## Inner loop -------------------------------------------------------------------
 
-    def inner_update(self, fast_weights, inputa, labela, stop_grad):
+    def inner_update(self, fast_weights, inputa, labela, stop_grad, recorded=True):
         """One gradient step on every task's support set.
 
         Returns (new fast weights, outputs, per-task losses). The step is taken
         under its own tape; an enclosing tape records it, so the meta-gradient
         flows through the inner gradient (second order) unless stop_grad
-        treats that gradient as a constant (first order).
+        treats that gradient as a constant (first order). recorded=False
+        says that no enclosing tape records the step.
         """
         with tf.GradientTape(watch_accessed_variables=False) as inner_tape:
             inner_tape.watch(list(fast_weights.values()))
-            output = self.forward(inputa, fast_weights)
+            output = self.forward(inputa, fast_weights, differentiated_twice=recorded and not stop_grad)
             losses = self.loss_func(output, labela)
             # each task's loss depends on its own copy only: these are per-task gradients
             total = tf.reduce_sum(losses)
@@ -278,18 +284,18 @@ class MAML(tf.Module):
             pause = outer_tape is not None and step >= self.config.num_updates
             with outer_tape.stop_recording() if pause else _null_context():
                 fast_weights, output, loss = self.inner_update(
-                    fast_weights, inputa, labela, self.config.stop_grad or pause)
+                    fast_weights, inputa, labela, self.config.stop_grad or pause, recorded=outer_tape is not None)
                 if step == 0:
                     outputa, lossa = output, loss
                 if record_all or step == num_steps - 1:
-                    outputb = self.forward(inputb, fast_weights)
+                    outputb = self.forward(inputb, fast_weights, differentiated_twice=False)
                     outputsb.append(outputb)
                     lossesb.append(self.loss_func(outputb, labelb))
                 else:
                     outputsb.append(None)
                     lossesb.append(None)
         if num_steps == 0:
-            outputa = self.forward(inputa, fast_weights)
+            outputa = self.forward(inputa, fast_weights, differentiated_twice=False)
             lossa = self.loss_func(outputa, labela)
         result = {'lossa': lossa, 'lossesb': lossesb}
         if self.classification:

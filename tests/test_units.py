@@ -316,3 +316,46 @@ def test_ordinary_iteration_updates_as_a_report_iteration(stop_grad):
     models[1].metatrain_step(batch, 3)
     assert forward_convs(('metatrain', 3), models[1]) - forward_convs(('metatrain', 3, ('record_all', False)),
                                                                       models[0]) == 2 * 4 * 2
+
+
+@pytest.mark.parametrize('stop_grad', [False, True])
+def test_fused_batch_norm_serves_only_passes_differentiated_once(monkeypatch, stop_grad):
+    """float32 batch norm runs in the fused kernel where nothing is differentiated
+    twice: the query pass, and every pass of first-order MAML. The support passes
+    of second-order MAML keep the exact formula (SPEC: TensorFlow's second
+    derivative of the fused kernel is not to be trusted). Either way the
+    meta-gradient is the one the exact formula gives everywhere."""
+    import tensorflow as tf
+    import utils
+    from maml import MAML, ModelConfig
+    config = ModelConfig(datasource='omniglot', num_classes=3, update_batch_size=2, update_lr=0.4,
+                         num_updates=2, num_filters=6, stop_grad=stop_grad)
+    rng = np.random.default_rng(3)
+    images = rng.random((2, 12, 28 * 28)).astype(np.float32)
+    labels = np.eye(3, dtype=np.float32)[np.tile([0, 1, 2], (2, 4))]
+    batch = (images[:, :6], images[:, 6:], labels[:, :6], labels[:, 6:])
+
+    def meta_gradients(fused):
+        with monkeypatch.context() as patch:
+            if not fused:
+                patch.setattr(utils, 'fused_batch_norm', lambda x, beta: utils.batch_norm(x, beta, [0, 1, 2]))
+            model = MAML(28 * 28, 3, test_num_updates=2, config=config, seed=0)
+            out = model.metatrain_step(batch)
+            graph = model._compiled.functions[('metatrain', 2, ('record_all', False))].get_concrete_function(
+                *[tf.constant(x) for x in batch]).graph
+        fused_ops = sum(op.type == 'FusedBatchNormV3' for op in graph.get_operations())
+        # the conv biases b1..b4 precede batch norm, which subtracts them again: their
+        # gradients are rounding noise, left out
+        grads = {name: g.numpy() for name, g in zip(model.variable_names, out['grads'])
+                 if name not in ('b1', 'b2', 'b3', 'b4')}
+        return grads, float(out['total_losses2'][1]), fused_ops
+
+    fused, loss_fused, fused_ops = meta_gradients(True)
+    exact, loss_exact, exact_fused_ops = meta_gradients(False)
+    # 4 layers of the one query pass; first order: of the 2 support passes as well
+    assert (fused_ops, exact_fused_ops) == (4 * (3 if stop_grad else 1), 0)
+    np.testing.assert_allclose(loss_fused, loss_exact, rtol=1e-5)
+    assert len(fused) == 10  # conv1..conv4, w5, b5 and the four batch-norm offsets
+    for name in fused:
+        # float32 sums in another order: judge the error against the array's scale
+        assert np.abs(fused[name] - exact[name]).max() <= 1e-4 * np.abs(exact[name]).max(), name
