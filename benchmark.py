@@ -40,8 +40,8 @@ reference figures (taskset), the speedups are understated.
 TensorFlow's CPU kernels use as many threads as the process may use cores:
 run under `taskset -c 0` for one core. The header prints the cores, the
 oneDNN setting and the machine. --onednn on/off sets TF_ENABLE_ONEDNN_OPTS in
-the subprocesses (default: what main.py gets, on unless the environment says
-otherwise: utils.py asks for it). Without oneDNN the grouped convolutions
+the subprocesses (default: what main.py gets, unless the environment says
+otherwise: off for sinusoid and the Omniglot evaluation, on for the rest). Without oneDNN the grouped convolutions
 have no gradient, the step falls back to one convolution per task, and the
 row says so.
 """
@@ -196,6 +196,8 @@ def worker(job):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
     sys.path.insert(0, REPO)
     import numpy as np
+    from main import choose_cpu_kernels
+    choose_cpu_kernels(CONFIGS[job['config']][0]['datasource'], train=job['mode'] != 'eval')  # as main.py
     import utils  # noqa: F401  (before TensorFlow, as main.py: it enables the oneDNN kernels)
     import tensorflow as tf
     from maml import MAML, ModelConfig
@@ -397,7 +399,7 @@ def main(argv=None):
           % (cpu, count, cores, '%.2f %.2f %.2f' % load if load else '?'))
     print('python %s, tensorflow %s, TF_ENABLE_ONEDNN_OPTS=%s; float32; subprocess per configuration'
           % (platform.python_version(), tf_version(),
-             {'default': os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1 (set by utils.py)'),
+             {'default': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'as main.py sets it (0 for sinusoid and the Omniglot test, else 1)'),
               'on': '1', 'off': '0'}[args.onednn]))
     print('warm-up %d steps, then the median of %d steps; evaluation: median of %d tasks x 600'
           % (args.warmup, args.steps, args.eval_tasks), flush=True)

@@ -359,3 +359,17 @@ def test_fused_batch_norm_serves_only_passes_differentiated_once(monkeypatch, st
     for name in fused:
         # float32 sums in another order: judge the error against the array's scale
         assert np.abs(fused[name] - exact[name]).max() <= 1e-4 * np.abs(exact[name]).max(), name
+
+
+@pytest.mark.parametrize('datasource, train, expected', [
+    ('sinusoid', True, '0'), ('sinusoid', False, '0'), ('omniglot', True, None), ('omniglot', False, '0'),
+    ('miniimagenet', True, None), ('miniimagenet', False, None)])
+def test_cpu_kernels_chosen_per_data_set_and_mode(monkeypatch, datasource, train, expected):
+    """main.py turns oneDNN off where TensorFlow's own kernels measured faster (None:
+    left to utils.py, which turns it on); a value the user set is kept."""
+    monkeypatch.delenv('TF_ENABLE_ONEDNN_OPTS', raising=False)
+    main.choose_cpu_kernels(datasource, train)
+    assert os.environ.get('TF_ENABLE_ONEDNN_OPTS') == expected
+    monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', '1')
+    main.choose_cpu_kernels(datasource, train)
+    assert os.environ['TF_ENABLE_ONEDNN_OPTS'] == '1'
