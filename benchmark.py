@@ -3,6 +3,7 @@
     python benchmark.py                                     # everything (about 27 minutes on 2 cores)
     taskset -c 0 python benchmark.py --configs omniglot_5w1s --orders second --steps 10
     python benchmark.py --configs tiny --steps 2 --warmup 1 --eval_tasks 2   # smoke test
+    python benchmark.py --configs none --eval_configs none --kernels all     # conv kernels, layer by layer
 
 What is timed. For each configuration (the paper's hyperparameters: meta-batch
 size, K, N, inner steps, filters, max pooling, 15 queries per class for
@@ -30,6 +31,13 @@ norm, ReLU, losses, Adam) is not counted, so the rate is that of the dense
 work only. The ceiling is one large float32 tf.matmul (2048 x 2048), timed in
 each subprocess right after the configuration, so that both rates see the
 same machine load; "% matmul" is the ratio of the two.
+
+--kernels times the convolution kernels of each layer of the query pass
+(forward, backprop-input, backprop-filter) as training runs them, one grouped
+convolution over the tasks, and as one plain convolution with the tasks in
+the batch (the same FLOPs). The fastest of these rates turns the FLOPs of a
+second-order step into a lower bound on its time with these kernels, as if
+every FLOP ran at that rate and the elementwise work were free.
 
 Reference figures are those of the reference implementation (TF1 code under
 TF 2.21 compat mode) on this machine kind with 2 cores, as the performance
@@ -187,6 +195,57 @@ def timed(call, count):
     return times
 
 
+def conv_layers(flags, images):
+    """(input size, channels in, filters, stride) of the four conv layers of a pass over `images` per task."""
+    size, channels = (84, 3) if flags['datasource'] == 'miniimagenet' else (28, 1)
+    filters, max_pool = flags.get('num_filters', 64), flags.get('max_pool', False)
+    layers = []
+    for _ in range(4):
+        stride = 1 if max_pool else 2
+        layers.append((size, channels, filters, stride))
+        size = -(-size // stride) // (2 if max_pool else 1)
+        channels = filters
+    return layers
+
+
+def kernel_rates(tf, flags, tasks, images, repeats):
+    """GFLOP/s of each conv layer's three kernels (forward, backprop-input, backprop-filter),
+    as one grouped convolution over the tasks and as one plain convolution with the tasks
+    folded into the batch (what the same FLOPs cost without the per-task kernels)."""
+    rows = []
+    for size, cin, filters, stride in conv_layers(flags, images):
+        out = -(-size // stride)
+        flops = 2 * tasks * images * out * out * filters * 9 * cin
+        rates = {}
+        for layout, (batch, groups) in (('grouped', (images, tasks)), ('folded', (tasks * images, 1))):
+            x = tf.random.uniform([batch, size, size, groups * cin])
+            k = tf.random.uniform([3, 3, cin, groups * filters])
+            dy = tf.random.uniform([batch, out, out, groups * filters])
+            strides = [1, stride, stride, 1]
+            kernels = {
+                'forward': (tf.function(lambda x, k: tf.nn.conv2d(x, k, stride, 'SAME')), (x, k)),
+                'backprop-input': (tf.function(lambda k, dy: tf.raw_ops.Conv2DBackpropInput(
+                    input_sizes=x.shape, filter=k, out_backprop=dy, strides=strides, padding='SAME')), (k, dy)),
+                'backprop-filter': (tf.function(lambda x, dy: tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=k.shape, out_backprop=dy, strides=strides, padding='SAME')), (x, dy))}
+            for kind, (f, args) in kernels.items():
+                f(*args).numpy()
+                times = timed_calls(lambda: f(*args).numpy(), repeats)
+                rates[layout + ' ' + kind] = flops / statistics.median(times) / 1e9
+        rows.append({'input': '%dx%dx%d' % (size, size, cin), 'filters': filters, 'stride': stride,
+                     'gflop': flops / 1e9, 'rates': rates})
+    return rows
+
+
+def timed_calls(call, count):
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -221,6 +280,14 @@ def worker(job):
     def batch():
         return batches[next(cycle) % len(batches)]
 
+    if job['mode'] == 'kernels':
+        result['layers'] = kernel_rates(tf, flags, tasks, k_query * dim_output, job['steps'])
+        # the FLOPs of an ordinary second-order step, traced but not run
+        step = tf.function(lambda a, b, la, lb: model._metatrain_step(a, b, la, lb, config.num_updates,
+                                                                      record_all=False))
+        result['flops'], result['ops'] = count_flops(step.get_concrete_function(*batches[0]).graph)
+        result['ceiling_gflops'] = matmul_ceiling(tf)
+        return result
     if evaluation:
         def step():
             return model.evaluate(batch(), TEST_NUM_UPDATES)
@@ -326,6 +393,29 @@ def eval_row(name, r):
                               fmt(100 * rate / r['ceiling_gflops'], '.0f'), r['ops']]) + notes(r)
 
 
+KERNEL_COLUMNS = [('config', 18), ('layer', 5), ('input', 9), ('stride', 6), ('GFLOP', 6)] + [
+    ('%s %s' % (layout, kind), len('%s %s' % (layout, kind)))
+    for layout in ('grouped', 'folded') for kind in ('fwd', 'bwd-in', 'bwd-filter')]
+KERNEL_KINDS = ['forward', 'backprop-input', 'backprop-filter']
+
+
+def kernel_rows(name, r):
+    if 'error' in r:
+        return [row(KERNEL_COLUMNS[:1], [name]) + '  ERROR: ' + r['error']]
+    lines = []
+    for i, layer in enumerate(r['layers']):
+        rates = [layer['rates']['%s %s' % (layout, kind)] for layout in ('grouped', 'folded') for kind in KERNEL_KINDS]
+        lines.append(row(KERNEL_COLUMNS, [name, i + 1, layer['input'], layer['stride'], fmt(layer['gflop'], '.3g')]
+                         + [fmt(v, '.3g') for v in rates]))
+    best = max(max(layer['rates'].values()) for layer in r['layers'])
+    ref = REFERENCE.get((name, 'second'))
+    target = ' 3x faster than the reference is %.3g s.' % (ref[0] / 3) if ref else ''
+    lines.append('  %s: a second-order step is %.4g GFLOP; at the fastest rate above (%.4g GFLOP/s, %.0f %% of '
+                 'the matmul ceiling) its convolutions and products alone take at least %.3g s.%s'
+                 % (name, r['flops'] / 1e9, best, 100 * best / r['ceiling_gflops'], r['flops'] / 1e9 / best, target))
+    return lines
+
+
 def notes(r):
     """What makes a row incomparable: a non-finite loss, or the slow convolution fallback."""
     notes = [r['warning']] if 'warning' in r else []
@@ -378,6 +468,9 @@ def main(argv=None):
     parser.add_argument('--eval_configs', default=','.join(EVAL_CONFIGS),
                         help='configurations whose 600-task evaluation is timed ("none" to skip)')
     parser.add_argument('--eval_tasks', type=int, default=50, help='timed evaluation tasks (median x 600)')
+    parser.add_argument('--kernels', default='none',
+                        help='configurations whose convolution kernels are timed layer by layer, with the '
+                        'bound they put on a step ("none" to skip, the default)')
     parser.add_argument('--onednn', choices=('default', 'on', 'off'), default='default',
                         help='TF_ENABLE_ONEDNN_OPTS for the subprocesses (default: TensorFlow\'s choice)')
     parser.add_argument('--timeout', type=int, default=3600, help='seconds allowed per configuration')
@@ -392,6 +485,8 @@ def main(argv=None):
     configs = [] if args.configs == 'none' else parse_list(args.configs, CONFIGS, PAPER_CONFIGS)
     orders = parse_list(args.orders, ('second', 'first'), ('second', 'first'))
     eval_configs = [] if args.eval_configs == 'none' else parse_list(args.eval_configs, CONFIGS, EVAL_CONFIGS)
+    kernel_configs = [] if args.kernels == 'none' else parse_list(
+        args.kernels, [n for n in CONFIGS if n != 'sinusoid'], [n for n in PAPER_CONFIGS if n != 'sinusoid'])
     cpu, count, cores = machine_description()
     load = os.getloadavg() if hasattr(os, 'getloadavg') else None
     print('MAML benchmark: %s' % time.strftime('%Y-%m-%d %H:%M:%S'))
@@ -423,6 +518,15 @@ def main(argv=None):
             r = run_job(job, args.onednn, args.timeout)
             ceilings += [r['ceiling_gflops']] if 'ceiling_gflops' in r else []
             print(eval_row(name, r), flush=True)
+    if kernel_configs:
+        print('\nConvolution kernels of the query pass, GFLOP/s (median of %d calls). grouped: one convolution '
+              'over the tasks, as training runs it; folded: the same FLOPs as one plain convolution with the '
+              'tasks in the batch:' % args.steps)
+        print(header(KERNEL_COLUMNS), flush=True)
+        for name in kernel_configs:
+            r = run_job({'config': name, 'mode': 'kernels', 'steps': args.steps}, args.onednn, args.timeout)
+            ceilings += [r['ceiling_gflops']] if 'ceiling_gflops' in r else []
+            print('\n'.join(kernel_rows(name, r)), flush=True)
     if ceilings:
         print('\nmatmul ceiling (float32 2048x2048 tf.matmul, in each subprocess): median %.1f GFLOP/s, '
               'range %.1f-%.1f' % (statistics.median(ceilings), min(ceilings), max(ceilings)))

@@ -24,3 +24,20 @@ def test_benchmark_prints_a_row_per_configuration_and_order():
     assert 'error' not in proc.stdout.lower(), proc.stdout
     if utils.grouped_conv_gradients_work():  # the worker must get them too (utils before TensorFlow)
         assert 'grouped convolutions unavailable' not in proc.stdout, proc.stdout
+
+
+def test_kernel_table_gives_every_layer_and_the_bound():
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmark.py'), '--configs', 'none', '--eval_configs', 'none',
+                           '--kernels', 'tiny', '--steps', '2'],
+                          capture_output=True, text=True, env=user_env(), timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    layers = [line.split() for line in proc.stdout.splitlines() if line.startswith('tiny ')]
+    assert [int(cols[1]) for cols in layers] == [1, 2, 3, 4], proc.stdout
+    # input sizes of Omniglot with stride-2 convolutions: 28 -> 14 -> 7 -> 4
+    assert [cols[2] for cols in layers] == ['28x28x1', '14x14x8', '7x7x8', '4x4x8'], proc.stdout
+    assert all(float(v) > 0 for cols in layers for v in cols[5:11]), proc.stdout
+    bound = re.search(r'tiny: a second-order step is ([0-9.]+) GFLOP; at the fastest rate above '
+                      r'\(([0-9.]+) GFLOP/s.*take at least ([0-9.]+) s', proc.stdout)
+    assert bound, proc.stdout
+    flops, rate, seconds = (float(g) for g in bound.groups())
+    assert flops > 0 and abs(seconds - flops / rate) <= 0.02 * seconds  # printed to 3-4 digits
