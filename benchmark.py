@@ -1,6 +1,6 @@
 """Time the meta-training step of every paper configuration, and the 600-task evaluation.
 
-    python benchmark.py                                     # everything (about 27 minutes on 2 cores)
+    python benchmark.py                                     # everything (about 30 minutes on 2 cores)
     taskset -c 0 python benchmark.py --configs omniglot_5w1s --orders second --steps 10
     python benchmark.py --configs tiny --steps 2 --warmup 1 --eval_tasks 2   # smoke test
     python benchmark.py --configs none --eval_configs none --kernels all     # conv kernels, layer by layer
