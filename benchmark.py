@@ -166,11 +166,6 @@ def count_flops(graph):
     return flops, len(graph.get_operations())
 
 
-def traced_graph(model, key, batch):
-    """The graph MAML traced for one of its steps (MAML._run keeps one tf.function per key)."""
-    return model._compiled.functions[key].get_concrete_function(*batch).graph
-
-
 def matmul_ceiling(tf, size=2048, repeats=9):
     """GFLOP/s of one large float32 tf.matmul in a tf.function (median of repeats)."""
     a = tf.random.uniform([size, size])
@@ -186,11 +181,15 @@ def matmul_ceiling(tf, size=2048, repeats=9):
 
 
 def timed(call, count):
+    """Seconds of each of `count` steps, each waited for as the training loop's first read would."""
+    return timed_calls(lambda: float(call()['total_loss1']), count)
+
+
+def timed_calls(call, count):
     times = []
     for _ in range(count):
         start = time.perf_counter()
-        out = call()
-        float(out['total_loss1'])  # wait for the step, as the training loop's first read would
+        call()
         times.append(time.perf_counter() - start)
     return times
 
@@ -237,15 +236,6 @@ def kernel_rates(tf, flags, tasks, images, repeats):
     return rows
 
 
-def timed_calls(call, count):
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -283,9 +273,7 @@ def worker(job):
     if job['mode'] == 'kernels':
         result['layers'] = kernel_rates(tf, flags, tasks, k_query * dim_output, job['steps'])
         # the FLOPs of an ordinary second-order step, traced but not run
-        step = tf.function(lambda a, b, la, lb: model._metatrain_step(a, b, la, lb, config.num_updates,
-                                                                      record_all=False))
-        result['flops'], result['ops'] = count_flops(step.get_concrete_function(*batches[0]).graph)
+        result['flops'], result['ops'] = count_flops(model.traced_graph('metatrain', batches[0]))
         result['ceiling_gflops'] = matmul_ceiling(tf)
         return result
     if evaluation:
@@ -293,13 +281,11 @@ def worker(job):
             return model.evaluate(batch(), TEST_NUM_UPDATES)
         timed(step, job['warmup'])
         result['times'] = timed(step, job['eval_tasks'])
-        graph = traced_graph(model, ('evaluate', TEST_NUM_UPDATES), batches[0])
-        result['flops'], result['ops'] = count_flops(graph)
+        result['flops'], result['ops'] = count_flops(model.traced_graph('evaluate', batches[0], TEST_NUM_UPDATES))
     else:
         timed(lambda: model.metatrain_step(batch()), job['warmup'])
         result['times'] = timed(lambda: model.metatrain_step(batch()), job['steps'])
-        graph = traced_graph(model, ('metatrain', config.num_updates, ('record_all', False)), batches[0])
-        result['flops'], result['ops'] = count_flops(graph)
+        result['flops'], result['ops'] = count_flops(model.traced_graph('metatrain', batches[0]))
         if model.num_steps > config.num_updates:  # report iterations record all steps
             timed(lambda: model.metatrain_step(batch(), model.num_steps), 1)
             result['report_times'] = timed(lambda: model.metatrain_step(batch(), model.num_steps),
@@ -494,7 +480,8 @@ def main(argv=None):
           % (cpu, count, cores, '%.2f %.2f %.2f' % load if load else '?'))
     print('python %s, tensorflow %s, TF_ENABLE_ONEDNN_OPTS=%s; float32; subprocess per configuration'
           % (platform.python_version(), tf_version(),
-             {'default': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'as main.py sets it (0 for sinusoid and the Omniglot test, else 1)'),
+             {'default': os.environ.get('TF_ENABLE_ONEDNN_OPTS',
+                                        'as main.py sets it (0 for sinusoid and the Omniglot test, else 1)'),
               'on': '1', 'off': '0'}[args.onednn]))
     print('warm-up %d steps, then the median of %d steps; evaluation: median of %d tasks x 600'
           % (args.warmup, args.steps, args.eval_tasks), flush=True)

@@ -355,14 +355,24 @@ class MAML(tf.Module):
     def _evaluate(self, inputa, inputb, labela, labelb, num_steps):
         return self.metabatch(inputa, inputb, labela, labelb, num_steps)
 
-    def _run(self, name, fn, batch, num_steps, **options):
-        """Call fn inside one tf.function per (name, num_steps, options): no retracing in the loop."""
+    def _function(self, name, fn, num_steps, **options):
+        """The tf.function of fn, one per (name, num_steps, options): no retracing in the loop."""
         key = (name, num_steps) + tuple(sorted(options.items()))
         functions = self._compiled.functions
         if key not in functions:
             functions[key] = tf.function(lambda a, b, la, lb: fn(a, b, la, lb, num_steps, **options))
-        inputs = [tf.convert_to_tensor(x, dtype=self.dtype) for x in batch]
-        return functions[key](*inputs)
+        return functions[key]
+
+    def _inputs(self, batch):
+        return [tf.convert_to_tensor(x, dtype=self.dtype) for x in batch]
+
+    def _metatrain_function(self, num_steps):
+        if num_steps is None:
+            return self._function('metatrain', self._metatrain_step, self.config.num_updates, record_all=False)
+        return self._function('metatrain', self._metatrain_step, num_steps)
+
+    def _evaluate_function(self, num_steps):
+        return self._function('evaluate', self._evaluate, self.num_steps if num_steps is None else num_steps)
 
     def metatrain_step(self, batch, num_steps=None):
         """One meta-update on batch = (inputa, inputb, labela, labelb).
@@ -372,16 +382,20 @@ class MAML(tf.Module):
         total_losses2 (and total_accuracies2) hold None except at step
         num_updates. The update is the same either way.
         """
-        if num_steps is None:
-            return self._run('metatrain', self._metatrain_step, batch, self.config.num_updates, record_all=False)
-        return self._run('metatrain', self._metatrain_step, batch, num_steps)
+        return self._metatrain_function(num_steps)(*self._inputs(batch))
 
     def pretrain_step(self, batch, num_steps=0):
-        return self._run('pretrain', self._pretrain_step, batch, num_steps)
+        return self._function('pretrain', self._pretrain_step, num_steps)(*self._inputs(batch))
 
     def evaluate(self, batch, num_steps=None):
         """Results after 0..num_steps inner steps, no meta-update (validation and test)."""
-        return self._run('evaluate', self._evaluate, batch, self.num_steps if num_steps is None else num_steps)
+        return self._evaluate_function(num_steps)(*self._inputs(batch))
+
+    def traced_graph(self, step, batch, num_steps=None):
+        """The graph metatrain_step or evaluate (step: 'metatrain' or 'evaluate') runs for
+        these arguments, traced but not run: for FLOP counts and tests of what it computes."""
+        function = {'metatrain': self._metatrain_function, 'evaluate': self._evaluate_function}[step](num_steps)
+        return function.get_concrete_function(*self._inputs(batch)).graph
 
     ## Weights in and out -------------------------------------------------------------------
 

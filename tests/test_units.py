@@ -307,15 +307,12 @@ def test_ordinary_iteration_updates_as_a_report_iteration(stop_grad):
     for name, a, b in zip(models[0].variable_names, models[0].variables_list, models[1].variables_list):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-14, err_msg=name)
 
-    def forward_convs(key, model):
-        graph = model._compiled.functions[key].get_concrete_function(
-            *[tf.constant(x) for x in batch]).graph
+    def forward_convs(num_steps):
+        graph = models[0].traced_graph('metatrain', batch, num_steps)
         return sum(op.type == 'Conv2D' for op in graph.get_operations())
     # the same 3 steps recorded: the ordinary graph lacks the query passes after steps 1 and 2,
     # each 4 layers of one convolution per task (float64 convolves task by task)
-    models[1].metatrain_step(batch, 3)
-    assert forward_convs(('metatrain', 3), models[1]) - forward_convs(('metatrain', 3, ('record_all', False)),
-                                                                      models[0]) == 2 * 4 * 2
+    assert forward_convs(3) - forward_convs(None) == 2 * 4 * 2
 
 
 @pytest.mark.parametrize('stop_grad', [False, True])
@@ -325,7 +322,6 @@ def test_fused_batch_norm_serves_only_passes_differentiated_once(monkeypatch, st
     of second-order MAML keep the exact formula (SPEC: TensorFlow's second
     derivative of the fused kernel is not to be trusted). Either way the
     meta-gradient is the one the exact formula gives everywhere."""
-    import tensorflow as tf
     import utils
     from maml import MAML, ModelConfig
     config = ModelConfig(datasource='omniglot', num_classes=3, update_batch_size=2, update_lr=0.4,
@@ -341,8 +337,7 @@ def test_fused_batch_norm_serves_only_passes_differentiated_once(monkeypatch, st
                 patch.setattr(utils, 'fused_batch_norm', lambda x, beta: utils.batch_norm(x, beta, [0, 1, 2]))
             model = MAML(28 * 28, 3, test_num_updates=2, config=config, seed=0)
             out = model.metatrain_step(batch)
-            graph = model._compiled.functions[('metatrain', 2, ('record_all', False))].get_concrete_function(
-                *[tf.constant(x) for x in batch]).graph
+            graph = model.traced_graph('metatrain', batch)
         fused_ops = sum(op.type == 'FusedBatchNormV3' for op in graph.get_operations())
         # the conv biases b1..b4 precede batch norm, which subtracts them again: their
         # gradients are rounding noise, left out
