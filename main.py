@@ -1,6 +1,6 @@
 """Train and test MAML (Finn, Abbeel and Levine, ICML 2017) in TensorFlow 2.
 
-Usage (the reference's command lines; see README.md for all of them):
+Usage (the reference's command lines; docs/experiments.md lists all of them):
     10-shot sinusoid:
         python main.py --datasource=sinusoid --logdir=logs/sine/ --metatrain_iterations=70000 --norm=None --update_batch_size=10
     5-way 1-shot Omniglot:
@@ -212,6 +212,7 @@ class Trainer:
 
     def run(self, start_itr, total_itr):
         print('Done initializing, starting training.', flush=True)
+        progress = Progress(start_itr, total_itr)
         prelosses, postlosses = [], []
         itr = start_itr - 1
         try:
@@ -227,6 +228,7 @@ class Trainer:
                     label = ('Pretrain Iteration %d' % itr if itr < FLAGS.pretrain_iterations
                              else 'Iteration %d' % (itr - FLAGS.pretrain_iterations))
                     print('%s: %s, %s' % (label, np.mean(prelosses), np.mean(postlosses)), flush=True)
+                    print(progress.line(itr), file=sys.stderr, flush=True)
                     prelosses, postlosses = [], []
                 if itr != 0 and itr % SAVE_INTERVAL == 0:
                     self.ckpt.save(itr)
@@ -240,6 +242,41 @@ class Trainer:
             raise SystemExit(130)
         if itr >= start_itr:
             self.ckpt.save(itr)
+
+
+class Progress:
+    """Speed and time left, printed beside the reference's 'Iteration N' lines.
+
+    On stderr, so that stdout stays line for line what the reference prints
+    (people diff training logs against it).
+    """
+
+    def __init__(self, start_itr, total_itr, clock=time.time):
+        self.total_itr, self.clock = total_itr, clock
+        self.last_itr, self.last_time = start_itr - 1, clock()
+
+    def line(self, itr):
+        """After iteration itr: seconds per iteration since the last line, and the time to the end."""
+        now = self.clock()
+        done = itr - self.last_itr
+        seconds = (now - self.last_time) / max(done, 1)
+        left = self.total_itr - 1 - itr
+        self.last_itr, self.last_time = itr, now
+        eta = time.strftime('%Y-%m-%d %H:%M', time.localtime(now + left * seconds))
+        return ('  %.3g s/iteration over the last %d; %d left, about %s (ETA %s)'
+                % (seconds, done, left, format_duration(left * seconds), eta))
+
+
+def format_duration(seconds):
+    """'2 h 05 min', '7 min 03 s', '12 s'."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return '%d h %02d min' % (hours, minutes)
+    if minutes:
+        return '%d min %02d s' % (minutes, secs)
+    return '%d s' % secs
 
 
 def write_scalars(writer, scalars, step):

@@ -18,7 +18,70 @@ import numpy as np
 # Too late if TensorFlow is already imported: every entry point imports utils first.
 TENSORFLOW_IMPORTED_FIRST = 'tensorflow' in sys.modules
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-import tensorflow as tf  # noqa: E402
+
+# What TensorFlow's C++ side prints while it loads and probes for a GPU on a
+# machine without one: notices, and a cuInit failure logged at error level.
+# TF_CPP_MIN_LOG_LEVEL cannot hide the notices (they come before its logging
+# is set up) and would hide real errors with the cuInit line, so the start-up
+# output is filtered line by line instead.
+STARTUP_CHATTER = (
+    'All log messages before absl::InitializeLog() is called',
+    'oneDNN custom operations are on',
+    'Could not find cuda drivers on your machine',
+    'This TensorFlow binary is optimized to use available CPU instructions',
+    'To enable the following instructions:',
+)
+NO_DRIVER = 'Could not find cuda drivers on your machine'
+CUINIT_FAILED = 'failed call to cuInit'
+
+
+def startup_lines_to_show(lines):
+    """The start-up lines worth showing: all but the known chatter.
+
+    A failed cuInit is chatter only after TensorFlow said there is no CUDA
+    driver; with a driver present it is a real failure and is shown.
+    """
+    shown, no_driver = [], False
+    for line in lines:
+        no_driver = no_driver or NO_DRIVER in line
+        if any(text in line for text in STARTUP_CHATTER) or (no_driver and CUINIT_FAILED in line):
+            continue
+        shown.append(line)
+    return shown
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow and find its devices with stderr (fd 2) filtered by startup_lines_to_show.
+
+    A TF_CPP_MIN_LOG_LEVEL of the user's own turns the filter off: then
+    TensorFlow prints what that level lets through, as it always does.
+    Finding the devices (where cuInit runs) leaves threading configurable.
+    """
+    if 'TF_CPP_MIN_LOG_LEVEL' in os.environ or 'tensorflow' in sys.modules:
+        import tensorflow
+        return tensorflow
+    import tempfile
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode='w+b') as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+            tensorflow.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode('utf-8', 'replace')
+            shown = startup_lines_to_show(text.splitlines(keepends=True))
+            if shown:
+                sys.stderr.write(''.join(shown))
+                sys.stderr.flush()
+    return tensorflow
+
+
+tf = import_tensorflow_quietly()
 
 BATCH_NORM_EPSILON = 1e-3   # tf.contrib.layers.batch_norm default
 LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm (TF 1.x)
