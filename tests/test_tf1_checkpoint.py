@@ -330,7 +330,7 @@ def test_main_mismatched_flags_fail_with_the_clear_error(tmp_path):
 
 # Step-10 accuracy band, in %. The paper reports 48.70 +- 1.84 for this setting; independent
 # reruns of the reference report 45-47; our 600-task estimate carries its own ci95 of about
-# 1.8 points (measured: see README, "Reference checkpoints"). The lowest credible true value
+# 1.8 points (measured: docs/results.md, "Regression check: the authors' released miniImagenet model"). The lowest credible true value
 # (45, the low end of the reruns) minus our ci95 gives the lower bound, the paper's upper CI
 # bound (50.54) plus our ci95 the upper one.
 BAND = (43.0, 52.5)
