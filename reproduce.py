@@ -3,7 +3,7 @@
     python reproduce.py --list
     python reproduce.py EXPERIMENT [--metatrain_iterations N] [--logdir D] [--data_dir D] [-- MAIN.PY FLAGS]
     python reproduce.py EXPERIMENT --compare-first-order [--metatrain_iterations N] ...
-    python reproduce.py --check CSV [--experiment EXPERIMENT]
+    python reproduce.py --check CSV [--experiment EXPERIMENT] [--plot]
 
 EXPERIMENT is a name from paper.py (see --list). The command trains with the
 reference command line of the experiment by running main.py in a subprocess
@@ -34,6 +34,17 @@ times at which main.py printed its "Iteration N" lines, so start-up, data
 loading and tracing are excluded) and the peak resident memory of each
 training process (its own rusage, from os.wait4).
 
+Figures (with matplotlib, the optional extra: pip install -e '.[plots]'):
+after testing, the metric against inner steps 0..10 with our 95% CI band and
+the published figure(s) is written beside the CSV (test_ubs{K}_stepsize{alpha}.png;
+--check writes it with --plot). A sinusoid run also gets the paper's
+qualitative figure (test_ubs{K}_stepsize{alpha}_qualitative.png): test tasks
+0..2 of the CSV, the true sine, the K support points and the fits before
+adaptation and after 1 and 10 inner steps; MAML and the pretrained baseline
+side by side when the other one is trained too (in logs/<its name>, or
+--partner_logdir). Without matplotlib a one-line note says how to get them;
+the table and the exit status are the same either way.
+
 Exit status: 0 when every row with a published figure is reproduced, 1 when
 some row is below, 2 on errors.
 """
@@ -62,6 +73,11 @@ COMPARE_COLUMNS = ('variant', 'step', 'iterations', 'published', 'ours', 'verdic
 ITERATION_LINE = re.compile(r'^(Pretrain )?Iteration (\d+):')
 RESTORE_LINE = re.compile(r'^Restoring model weights from (\S+)')
 CHECKPOINT_ITERATION = re.compile(r'model-?(\d+)$')  # ours: model-N; the reference's TF1: modelN
+# tf1_checkpoint.REFERENCE_FILE, repeated: importing tf1_checkpoint imports TensorFlow (seconds),
+# and --check only needs the file names (a test checks that the two agree)
+REFERENCE_CHECKPOINT_FILE = re.compile(r'^model(\d+)\.index$')
+SINE_PARTNERS = {'sinusoid-5shot': 'sinusoid-5shot-pretrained',  # drawn side by side in the
+                 'sinusoid-5shot-pretrained': 'sinusoid-5shot'}  # sinusoid's qualitative figure
 
 
 class ReproduceError(Exception):
@@ -197,6 +213,9 @@ def run_main(args, out=sys.stdout, program=MAIN):
     return RunResult(command, proc.returncode, time.time() - start, maxrss_kb, cpu, times, restored)
 
 
+TEST_FLAGS = ['--train=False', '--test_set=True']
+
+
 def train_and_test(flags, out=sys.stdout, train=True):
     """Train (unless train=False), then test on the test split; returns (train run, test run, csv path)."""
     train_run = None
@@ -204,7 +223,7 @@ def train_and_test(flags, out=sys.stdout, train=True):
         train_run = run_main(flags, out)
         if train_run.returncode != 0:
             raise ReproduceError('training failed (exit status %d): %s' % (train_run.returncode, train_run.command))
-    test_flags = flags + ['--train=False', '--test_set=True']
+    test_flags = flags + TEST_FLAGS
     path = test_csv_path(test_flags)
     started = time.time()
     test_run = run_main(test_flags, out)
@@ -242,8 +261,13 @@ def trained_iterations(exp_dir):
     match = match and CHECKPOINT_ITERATION.search(match.group(1))
     if match:
         return int(match.group(1)) + 1
-    import tf1_checkpoint  # a folder of the reference's checkpoints only (no 'checkpoint' file of ours)
-    found = tf1_checkpoint.find_reference_checkpoints(exp_dir)
+    # a folder of the reference's checkpoints only (no 'checkpoint' file of ours): found by file name,
+    # as tf1_checkpoint.find_reference_checkpoints finds them, without importing TensorFlow
+    try:
+        names = os.listdir(exp_dir)
+    except OSError:
+        return None
+    found = [int(m.group(1)) for m in map(REFERENCE_CHECKPOINT_FILE.match, names) if m]
     return max(found) + 1 if found else None
 
 
@@ -335,6 +359,95 @@ def infer_experiment(csv_path):
                          % (csv_path, ', '.join(e.name for e in candidates)))
 
 
+## Figures (plots.py; matplotlib is imported only here) -------------------------------------------
+
+def figures_available(out):
+    """True when matplotlib imports; otherwise prints the one-line install hint."""
+    import plots
+    if plots.available():
+        return True
+    print(plots.INSTALL_HINT, file=out)
+    return False
+
+
+def write_curve(experiment, csv_path, iterations, out, label=None):
+    """The metric against inner steps, beside the CSV (plots.curve); None if the folder is not writable."""
+    import plots
+    try:
+        path = plots.curve(experiment, read_test_csv(csv_path), plots.curve_path(csv_path), iterations, label)
+    except OSError as exc:  # e.g. a read-only folder of a released model: the verdict stands
+        print('reproduce.py: warning: no figure (%s)' % exc, file=sys.stderr)
+        return None
+    print('figure: %s' % path, file=out)
+    return path
+
+
+def sine_path(csv_path):
+    return os.path.splitext(csv_path)[0] + '_qualitative.png'
+
+
+def sine_runs(experiment, flags, opts, extra):
+    """[(experiment, main.py flags)] of the columns of the qualitative figure: this run and its partner.
+
+    The partner (SINE_PARTNERS) is looked for in opts.partner_logdir or
+    logs/<its name>, with the same extra flags, so with the same seed and test step.
+    MAML comes first (left), the pretrained baseline second.
+    """
+    runs = [(experiment, flags)]
+    partner = SINE_PARTNERS.get(experiment.name)
+    if partner:
+        partner = paper.get(partner)
+        logdir = getattr(opts, 'partner_logdir', None) or default_logdir(partner.name)
+        runs.append((partner, experiment_flags(partner, logdir, data_dir=opts.data_dir, extra=extra)))
+    return sorted(runs, key=lambda run: run[0].flag_value('metatrain_iterations') == '0')  # stable: MAML first
+
+
+def write_sine_figure(experiment, flags, csv_path, opts, extra, out):
+    """The sinusoid's qualitative figure beside the CSV; loads the trained model(s), so imports TensorFlow."""
+    import plots
+    values = main_flag_values(flags)
+    tasks = plots.sine_tasks(values.seed, values.update_batch_size)
+    columns, missing = [], []
+    for entry, entry_flags in sine_runs(experiment, flags, opts, extra):
+        entry_values = main_flag_values(entry_flags)
+        exp_dir = os.path.join(entry_values.logdir, exp_dir_name(entry_flags))
+        try:
+            loaded = plots.load_sine_model(entry_values, exp_dir)
+        except Exception as exc:  # noqa: BLE001  (the partner's folder is not ours to vouch for)
+            if entry is experiment:
+                raise
+            loaded, exp_dir = None, '%s (%s: %s)' % (exp_dir, type(exc).__name__, exc)
+        if loaded is None:
+            missing.append((entry, exp_dir))
+            continue
+        model, iterations = loaded
+        title = '%s\n%s, test step size %g' % (entry.name, plots.iterations_text(iterations, entry),
+                                               entry_values.update_lr)
+        columns.append((title, [plots.sine_fits(model, task) for task in tasks]))
+    if not columns:
+        raise ReproduceError('no trained model in %s' % missing[0][1])
+    path = plots.sine_figure(columns, tasks, sine_path(csv_path))
+    print('figure: %s' % path, file=out)
+    for entry, exp_dir in missing:
+        print('  (not beside %s: no trained model it can load in %s; `python reproduce.py %s` trains one '
+              'there, or give its logdir with --partner_logdir)' % (entry.name, exp_dir, entry.name), file=out)
+    return path
+
+
+def write_figures(experiment, flags, csv_path, iterations, opts, extra, out):
+    """After a test: the curve, and for the sinusoid the qualitative figure. Never changes the verdict:
+    a figure that fails is reported and skipped."""
+    if not figures_available(out):
+        return
+    write_curve(experiment, csv_path, iterations, out)
+    if main_flag_values(flags).datasource == 'sinusoid':
+        try:
+            write_sine_figure(experiment, flags, csv_path, opts, extra, out)
+        except Exception as exc:  # noqa: BLE001  (the table is printed; a figure must not turn it into an error)
+            print('reproduce.py: warning: no qualitative figure (%s: %s)' % (type(exc).__name__, exc),
+                  file=sys.stderr)
+
+
 ## Commands -----------------------------------------------------------------------------------
 
 def cmd_list(fmt='text', out=sys.stdout):
@@ -357,11 +470,16 @@ def cmd_list(fmt='text', out=sys.stdout):
     return 0
 
 
-def cmd_check(csv_path, name, fmt, out=sys.stdout):
+def cmd_check(csv_path, name, fmt, out=sys.stdout, plot=False):
+    """The verdict on a CSV; with plot, also its curve PNG (matplotlib's import alone costs
+    about a second, twice the rest of --check, so only when asked)."""
     experiment = paper.get(name) if name else infer_experiment(csv_path)
-    rows = result_rows(experiment, csv_path)
+    iterations = trained_iterations(os.path.dirname(csv_path))
+    rows = result_rows(experiment, csv_path, iterations)
     print(format_table(rows, fmt=fmt), file=out)
     print(LEGEND, file=out)
+    if plot and figures_available(out):
+        write_curve(experiment, csv_path, iterations, out)
     return exit_status(rows)
 
 
@@ -375,6 +493,7 @@ def cmd_reproduce(experiment, opts, extra, out=sys.stdout):
     print('\n[%s] test results: %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), path), file=out)
     print(format_table(rows, fmt=opts.format), file=out)
     print(LEGEND, file=out)
+    write_figures(experiment, flags, path, test_run.restored_iterations, opts, extra, out)
     return exit_status(rows)
 
 
@@ -385,7 +504,7 @@ def cmd_compare(experiment, opts, extra, out=sys.stdout):
     logdir = opts.logdir or default_logdir(base.name + '-compare')
     variants = [('second order', base, 'False'),
                 ('first order', first or base, 'True')]
-    rows = []
+    rows, curves = [], []
     for label, entry, stop_grad in variants:
         flags = experiment_flags(base, logdir, opts.metatrain_iterations, opts.data_dir, extra, stop_grad=stop_grad)
         print('[%s] %s, %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), base.name, label), file=out)
@@ -394,6 +513,7 @@ def cmd_compare(experiment, opts, extra, out=sys.stdout):
         reference = entry if entry is not base or stop_grad == 'False' else without_figures(base)
         row = result_rows(reference, path, iterations=test_run.restored_iterations,
                           label='%s (%s)' % (base.name, label))[0]
+        curves.append((reference, path, test_run.restored_iterations, row['experiment']))
         spi = train_run.seconds_per_iteration if train_run else None
         row.update({'variant': row['experiment'],
                     's/iter': '-' if spi is None else '%.3f' % spi,
@@ -406,6 +526,9 @@ def cmd_compare(experiment, opts, extra, out=sys.stdout):
           '"Iteration N" lines of the run ("-": fewer than two such lines, e.g. resumed at the end); '
           'CPU s: user+system seconds of the whole training process; peak RSS: its maximum resident memory.',
           file=out)
+    if figures_available(out):
+        for reference, path, iterations, label in curves:
+            write_curve(reference, path, iterations, out, label)
     return exit_status(rows)
 
 
@@ -436,6 +559,12 @@ def parse_args(argv):
     parser.add_argument('--data_dir', help='main.py --data_dir (folder holding omniglot_resized/, miniImagenet/)')
     parser.add_argument('--no-train', action='store_true', help='only test the latest checkpoint in the logdir')
     parser.add_argument('--format', choices=('text', 'markdown'), default='text', help='table format')
+    parser.add_argument('--plot', action='store_true',
+                        help='with --check: also write the curve PNG beside the CSV (needs matplotlib; '
+                             'a run of an EXPERIMENT always writes its figures)')
+    parser.add_argument('--partner_logdir', metavar='D',
+                        help='sinusoid: the logdir of the run drawn beside this one in the qualitative figure '
+                             '(MAML beside the pretrained baseline; default: logs/<its name>)')
     opts = parser.parse_args(argv)
     name = opts.experiment_opt or opts.experiment
     if opts.experiment_opt and opts.experiment and opts.experiment_opt != opts.experiment:
@@ -456,7 +585,7 @@ def main(argv=None):
         if opts.list:
             return cmd_list(opts.format)
         if opts.check:
-            return cmd_check(opts.check, opts.name, opts.format)
+            return cmd_check(opts.check, opts.name, opts.format, plot=opts.plot)
         experiment = paper.get(opts.name)
         if opts.compare_first_order:
             return cmd_compare(experiment, opts, extra)

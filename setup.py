@@ -1,4 +1,4 @@
-"""Install: pip install -e .[test]"""
+"""Install: pip install -e .[test]; the figures of reproduce.py: pip install -e '.[plots]'"""
 from setuptools import find_packages, setup
 
 setup(
@@ -7,8 +7,8 @@ setup(
     description='Faithful TensorFlow 2 reproduction of MAML (Finn, Abbeel and Levine, ICML 2017)',
     python_requires='>=3.9',
     py_modules=['main', 'maml', 'data_generator', 'utils', 'special_grads', 'tf1_checkpoint', 'paper',
-                'reproduce', 'benchmark'],
+                'reproduce', 'plots', 'benchmark'],
     packages=find_packages(include=['data', 'data.*']),
     install_requires=['tensorflow>=2.16', 'numpy', 'pillow', 'absl-py'],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest'], 'plots': ['matplotlib']},
 )

@@ -125,6 +125,52 @@ def test_check_from_the_command_line(tmp_path):
     assert dict(zip(COLUMNS, table_rows(proc.stdout)[0]))['verdict'] == 'below'
 
 
+CHECK_WITHOUT_TENSORFLOW = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import reproduce
+status = reproduce.main(sys.argv[2:])
+heavy = sorted(m for m in ('tensorflow', 'tf1_checkpoint', 'utils', 'maml') if m in sys.modules)
+if heavy:   # an exit status of its own: 1 is the verdict "below", and an AssertionError's
+    print('reproduce.py --check imported %s' % heavy, file=sys.stderr)
+    sys.exit(3)
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize('plot', [False, True])
+def test_check_does_not_import_tensorflow(tmp_path, plot):
+    """--check judges a CSV in well under a second: TensorFlow (seconds to import) must stay out,
+    also when the folder holds only the reference's TF1 checkpoints (found by file name)."""
+    path = omniglot_csv(tmp_path, 0.975, 0.004)
+    open(os.path.join(os.path.dirname(path), 'model29999.index'), 'w').close()
+    args = ['--check', path] + (['--plot'] if plot else [])
+    proc = subprocess.run([sys.executable, '-c', CHECK_WITHOUT_TENSORFLOW, str(REPO)] + args,
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr   # the verdict's status: below
+    row = dict(zip(COLUMNS, table_rows(proc.stdout)[0]))
+    assert (row['iterations'], row['verdict']) == ('30000/60000', 'below')
+    png = path[:-len('.csv')] + '.png'
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert os.path.exists(png) == plot and (('figure: %s' % png) in proc.stdout) == plot
+
+
+def test_reference_checkpoints_are_found_by_name_as_tf1_checkpoint_finds_them(tmp_path):
+    import tf1_checkpoint
+    names = ['model499.index', 'model999.index', 'model999.data-00000-of-00001', 'model-5000.index',
+             'model1500.meta', 'amodel2000.index', 'model.index', 'model3000.index.tmp']
+    for name in names:
+        (tmp_path / name).write_text('')
+    found = tf1_checkpoint.find_reference_checkpoints(str(tmp_path))
+    assert sorted(found) == [499, 999]
+    assert reproduce.trained_iterations(str(tmp_path)) == max(found) + 1 == 1000
+    assert reproduce.REFERENCE_CHECKPOINT_FILE.pattern == tf1_checkpoint.REFERENCE_FILE.pattern
+    assert reproduce.trained_iterations(str(tmp_path / 'absent')) is None
+
+
 def test_check_of_a_file_that_is_not_a_test_csv(tmp_path):
     path = tmp_path / 'omniglot-5way-1shot' / 'notes.csv'
     path.parent.mkdir()
@@ -163,6 +209,19 @@ def test_sinusoid_end_to_end_prints_the_table(tmp_path):
     # a 1001-iteration model is far from the paper: the verdict and the exit status say so
     assert proc.returncode == (1 if any(r['verdict'] == 'below' for r in rows) else 0)
     assert '$ python' in proc.stdout and '--update_lr=0.01' in proc.stdout
+    # the figures beside the CSV; the pretrained baseline is not trained, so MAML is drawn alone
+    csv_path = reproduce.test_csv_path(reproduce.experiment_flags(
+        paper.get('sinusoid-5shot'), str(tmp_path / 'logs')) + reproduce.TEST_FLAGS)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "pip install -e '.[plots]'" in proc.stdout
+        return
+    for png in (csv_path[:-len('.csv')] + '.png', csv_path[:-len('.csv')] + '_qualitative.png'):
+        assert 'figure: %s' % png in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+    assert 'not beside sinusoid-5shot-pretrained: no trained model it can load in' in proc.stdout
+    assert 'warning' not in proc.stderr
 
 
 @pytest.fixture(scope='module')
