@@ -4,6 +4,7 @@
     python reproduce.py EXPERIMENT [--metatrain_iterations N] [--logdir D] [--data_dir D] [-- MAIN.PY FLAGS]
     python reproduce.py EXPERIMENT --compare-first-order [--metatrain_iterations N] ...
     python reproduce.py --check CSV [--experiment EXPERIMENT] [--plot]
+    python reproduce.py --release models/EXPERIMENT
 
 EXPERIMENT is a name from paper.py (see --list). The command trains with the
 reference command line of the experiment by running main.py in a subprocess
@@ -52,6 +53,7 @@ import argparse
 import copy
 import csv
 import dataclasses
+import io
 import math
 import os
 import re
@@ -532,6 +534,82 @@ def cmd_compare(experiment, opts, extra, out=sys.stdout):
     return exit_status(rows)
 
 
+## Releasing a trained run (models/) ----------------------------------------------------------------
+
+CHECKPOINT_FILE_ENTRY = re.compile(r'^(\w+):\s*(.*)$')
+
+
+def read_checkpoint_file(exp_dir):
+    """The 'checkpoint' file of CheckpointManager as {key: [values]} (values unquoted)."""
+    entries = {}
+    with open(os.path.join(exp_dir, 'checkpoint')) as f:
+        for line in f:
+            match = CHECKPOINT_FILE_ENTRY.match(line.strip())
+            if match:
+                entries.setdefault(match.group(1), []).append(match.group(2).strip('"'))
+    return entries
+
+
+def run_folder(logdir):
+    """The one exp_string folder under logdir that holds a checkpoint of ours."""
+    found = sorted(name for name in os.listdir(logdir)
+                   if os.path.isfile(os.path.join(logdir, name, 'checkpoint')))
+    if len(found) != 1:
+        raise ReproduceError('%s should hold exactly one run folder with a checkpoint; found %s'
+                             % (logdir, found or 'none'))
+    return os.path.join(logdir, found[0])
+
+
+def keep_latest_checkpoint(exp_dir):
+    """Delete every checkpoint but the latest and make the 'checkpoint' file name only it."""
+    entries = read_checkpoint_file(exp_dir)
+    latest = entries['model_checkpoint_path'][0]
+    stamps = dict(zip(entries.get('all_model_checkpoint_paths', []),
+                      entries.get('all_model_checkpoint_timestamps', [])))
+    removed = []
+    for name in sorted(os.listdir(exp_dir)):
+        match = re.match(r'^(model-\d+)\.(index|data-\d+-of-\d+)$', name)
+        if match and match.group(1) != latest:
+            os.remove(os.path.join(exp_dir, name))
+            removed.append(name)
+    lines = ['model_checkpoint_path: "%s"' % latest, 'all_model_checkpoint_paths: "%s"' % latest]
+    if latest in stamps:
+        lines.append('all_model_checkpoint_timestamps: %s' % stamps[latest])
+    lines += ['last_preserved_timestamp: %s' % v for v in entries.get('last_preserved_timestamp', [])]
+    temporary = os.path.join(exp_dir, 'checkpoint.tmp')
+    with open(temporary, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.replace(temporary, os.path.join(exp_dir, 'checkpoint'))
+    return latest, removed
+
+
+def cmd_release(logdir, out=sys.stdout):
+    """Make a trained run fit to commit: only its latest checkpoint, and check.txt beside a current test CSV."""
+    name = os.path.basename(os.path.normpath(logdir))
+    experiment = paper.BY_NAME.get(name)
+    if experiment is None:
+        raise ReproduceError('%s: a released run lives in a folder named after its experiment (see --list)' % logdir)
+    exp_dir = run_folder(logdir)
+    flags = experiment_flags(experiment, logdir)
+    if os.path.basename(exp_dir) != exp_dir_name(flags):
+        raise ReproduceError('%s is not the folder of %s\'s flags (%s)' % (exp_dir, name, exp_dir_name(flags)))
+    latest, removed = keep_latest_checkpoint(exp_dir)
+    print('%s: kept %s, removed %d older checkpoint files' % (exp_dir, latest, len(removed)), file=out)
+    csv_path = os.path.join(exp_dir, csv_name(flags))
+    if not os.path.exists(csv_path):
+        print('  no test CSV yet: test it with python main.py %s %s' % (' '.join(flags), ' '.join(TEST_FLAGS)),
+              file=out)
+        return 0
+    if os.path.getmtime(csv_path) < os.path.getmtime(os.path.join(exp_dir, latest + '.index')):
+        raise ReproduceError('%s is older than %s: test the checkpoint again first' % (csv_path, latest))
+    check = io.StringIO()
+    status = cmd_check(csv_path, name, 'text', out=check)
+    with open(os.path.join(exp_dir, 'check.txt'), 'w') as f:
+        f.write(check.getvalue())
+    print('  wrote check.txt:\n' + check.getvalue(), file=out)
+    return status
+
+
 def without_figures(experiment):
     return dataclasses.replace(experiment, published=tuple(None for _ in experiment.steps))
 
@@ -548,6 +626,9 @@ def parse_args(argv):
     parser.add_argument('experiment', nargs='?', help='experiment name (see --list)')
     parser.add_argument('--list', action='store_true', help='list the experiments and their reference flags')
     parser.add_argument('--check', metavar='CSV', help='verdict for an existing test CSV, without training')
+    parser.add_argument('--release', metavar='LOGDIR',
+                        help='make a trained run in LOGDIR (models/EXPERIMENT) fit to commit: only its '
+                             'latest checkpoint, and check.txt (the --check output) beside its test CSV')
     parser.add_argument('--experiment', dest='experiment_opt', metavar='NAME',
                         help='the experiment of --check CSV (default: inferred from its folders)')
     parser.add_argument('--compare-first-order', action='store_true',
@@ -570,8 +651,8 @@ def parse_args(argv):
     if opts.experiment_opt and opts.experiment and opts.experiment_opt != opts.experiment:
         parser.error('two different experiments given: %s and %s' % (opts.experiment, opts.experiment_opt))
     opts.name = name
-    if not (opts.list or opts.check or name):
-        parser.error('give an EXPERIMENT, --list or --check CSV')
+    if not (opts.list or opts.check or opts.release or name):
+        parser.error('give an EXPERIMENT, --list, --check CSV or --release LOGDIR')
     if name and name not in paper.BY_NAME:
         parser.error('unknown experiment %r; see --list' % name)
     if opts.metatrain_iterations is not None and opts.metatrain_iterations < 1:
@@ -584,6 +665,8 @@ def main(argv=None):
     try:
         if opts.list:
             return cmd_list(opts.format)
+        if opts.release:
+            return cmd_release(opts.release)
         if opts.check:
             return cmd_check(opts.check, opts.name, opts.format, plot=opts.plot)
         experiment = paper.get(opts.name)

@@ -1,0 +1,168 @@
+"""The trained models released under models/: complete, consistent, and re-scored on the real test split.
+
+models/<experiment>/<exp_string>/ holds one run of a paper.py experiment: its
+latest checkpoint only (model-<N>.index/.data, with the Adam state), the
+'checkpoint' file naming it, the console log, the TensorBoard events, and
+once tested the test CSV and pkl and check.txt, the output of
+`reproduce.py --check` on that CSV.
+"""
+import csv
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import paper
+import reproduce
+from conftest import REPO, SHARED
+from runner import describe, main_command, user_env
+
+MODELS = REPO / 'models'
+ACCURACY_TOLERANCE = 0.2  # points: float32 near-ties of the arg-max move a prediction or two
+MSE_TOLERANCE = 0.01      # relative
+
+
+def released_runs():
+    """(experiment, run folder) for every folder under models/."""
+    runs = []
+    for name in sorted(os.listdir(MODELS)) if MODELS.is_dir() else []:
+        if not (MODELS / name).is_dir():
+            continue
+        experiment = paper.BY_NAME.get(name)
+        folder = MODELS / name / reproduce.exp_dir_name(list(experiment.flags)) if experiment else MODELS / name
+        runs.append(pytest.param(experiment, folder, id=name))
+    return runs
+
+
+def tested_runs():
+    return [run for run in released_runs()
+            if run.values[0] and (run.values[1] / reproduce.csv_name(list(run.values[0].flags))).exists()]
+
+
+def latest_checkpoint(folder):
+    with open(folder / 'checkpoint') as f:
+        return re.search(r'^model_checkpoint_path:\s*"([^"]*)"', f.read(), re.M).group(1)
+
+
+@pytest.mark.parametrize('experiment, folder', released_runs())
+def test_a_released_run_is_one_experiment_with_only_its_latest_checkpoint(experiment, folder):
+    assert experiment is not None, '%s is not named after an experiment of paper.py' % folder.parent.name
+    assert folder.is_dir(), 'expected the run in %s (the exp_string of its flags)' % folder
+    assert os.listdir(folder.parent) == [folder.name], 'only the run folder belongs in %s' % folder.parent
+    latest = latest_checkpoint(folder)
+    checkpoints = sorted(p for p in os.listdir(folder) if p.startswith('model-') and p.endswith('.index'))
+    assert checkpoints == [latest + '.index'], 'only the latest checkpoint is released: %s' % checkpoints
+    assert (folder / (latest + '.data-00000-of-00001')).exists()
+    assert (folder / 'console.log').exists()
+    assert any(p.startswith('events.out.tfevents') for p in os.listdir(folder))
+    with open(folder / 'checkpoint') as f:
+        listed = re.findall(r'^all_model_checkpoint_paths:\s*"([^"]*)"', f.read(), re.M)
+    assert listed == [latest], 'the checkpoint file lists checkpoints that are not released: %s' % listed
+
+
+@pytest.mark.parametrize('experiment, folder', tested_runs())
+def test_a_released_result_is_its_csv_its_pkl_and_its_verdict(experiment, folder):
+    """The CSV is the pkl's summary; check.txt is what reproduce.py --check says of the CSV today."""
+    csv_path = folder / reproduce.csv_name(list(experiment.flags))
+    results = reproduce.read_test_csv(str(csv_path))
+    with open(str(csv_path)[:-len('.csv')] + '.pkl', 'rb') as f:
+        per_task = pickle.load(f)['mses']
+    assert per_task.shape == (600, 11)
+    np.testing.assert_allclose([results['means'][i] for i in range(11)], per_task.mean(0), rtol=1e-6)
+    check = subprocess.run([sys.executable, str(REPO / 'reproduce.py'), '--check', str(csv_path)],
+                           capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    committed = (folder / 'check.txt').read_text()
+    assert check.stdout == committed, 'reproduce.py --check now says:\n%s\ncommitted:\n%s' % (check.stdout, committed)
+
+
+@pytest.fixture(scope='module')
+def real_omniglot(tmp_path_factory):
+    """Omniglot prepared from ../shared/data (about 10 s), or the one already prepared in data/."""
+    if (REPO / 'data' / 'omniglot_resized' / 'Alphabet_of_the_Magi').is_dir():
+        return REPO / 'data'
+    data = tmp_path_factory.mktemp('data')
+    proc = subprocess.run([sys.executable, '-m', 'data.prepare', 'omniglot', str(SHARED / 'data' / 'omniglot'),
+                           '--out', str(data / 'omniglot_resized')], capture_output=True, text=True, cwd=str(REPO),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return data
+
+
+def verdicts(check_output):
+    return [line.split()[-1] for line in check_output.splitlines()[2:] if line and not line.startswith('verdict:')]
+
+
+@pytest.mark.parametrize('experiment, folder', tested_runs())
+def test_a_released_model_rescores_to_its_csv(experiment, folder, request, tmp_path):
+    """Test the released checkpoint again on the real test split: the committed figures, the committed verdict."""
+    flags = list(experiment.flags)
+    data_dir = []
+    if experiment.flag_value('datasource') == 'omniglot':
+        if not (SHARED / 'data' / 'omniglot').is_dir():
+            pytest.skip('../shared/data/omniglot (the real archives) is absent')
+        data_dir = ['--data_dir=%s' % request.getfixturevalue('real_omniglot')]
+    run_dir = tmp_path / 'logs' / folder.name
+    run_dir.mkdir(parents=True)
+    latest = latest_checkpoint(folder)
+    for name in os.listdir(folder):
+        if name.startswith(latest + '.') or name == 'checkpoint':
+            shutil.copy(folder / name, run_dir / name)
+    proc = subprocess.run(main_command(*flags, '--train=False', '--test_set=True',
+                                       '--logdir=%s' % (tmp_path / 'logs'), *data_dir),
+                          cwd=str(tmp_path), env=user_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, describe(proc)
+    csv_name = reproduce.csv_name(flags)
+    ours = reproduce.read_test_csv(str(run_dir / csv_name))['means']
+    committed = reproduce.read_test_csv(str(folder / csv_name))['means']
+    for step in range(11):
+        if experiment.metric == paper.ACCURACY:
+            assert abs(100 * ours[step] - 100 * committed[step]) <= ACCURACY_TOLERANCE, (step, ours, committed)
+        else:
+            np.testing.assert_allclose(ours[step], committed[step], rtol=MSE_TOLERANCE, err_msg=str(step))
+    check = subprocess.run([sys.executable, str(REPO / 'reproduce.py'), '--check', str(run_dir / csv_name),
+                            '--experiment', experiment.name], capture_output=True, text=True, cwd=str(REPO))
+    assert verdicts(check.stdout) == verdicts((folder / 'check.txt').read_text()), check.stdout
+
+
+def test_release_keeps_only_the_latest_checkpoint_and_training_resumes_from_it(tmp_path):
+    import tensorflow as tf
+    logdir = tmp_path / 'sinusoid-10shot'
+    exp_dir = logdir / reproduce.exp_dir_name(list(paper.get('sinusoid-10shot').flags))
+    weights = tf.Variable([1.0, 2.0])
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(w=weights), str(exp_dir), max_to_keep=10,
+                                         checkpoint_name='model')
+    for itr in (1000, 2000, 2999):
+        weights.assign_add([1.0, 1.0])
+        manager.save(checkpoint_number=itr)
+    (exp_dir / 'console.log').write_text('Iteration 1000: 1, 2\n')
+    assert reproduce.main(['--release', str(logdir)]) == 0
+    assert sorted(p for p in os.listdir(exp_dir) if p.startswith('model-')) == [
+        'model-2999.data-00000-of-00001', 'model-2999.index']
+    assert latest_checkpoint(exp_dir) == 'model-2999'
+    assert not (exp_dir / 'check.txt').exists()  # no test CSV yet
+    # a fresh manager (a new clone) resumes from it and keeps counting
+    restored = tf.Variable([0.0, 0.0])
+    resumed = tf.train.CheckpointManager(tf.train.Checkpoint(w=restored), str(exp_dir), max_to_keep=10,
+                                         checkpoint_name='model')
+    tf.train.Checkpoint(w=restored).restore(resumed.latest_checkpoint).assert_existing_objects_matched()
+    assert restored.numpy().tolist() == [4.0, 5.0]
+    resumed.save(checkpoint_number=3999)
+    assert latest_checkpoint(exp_dir) == 'model-3999' and (exp_dir / 'model-2999.index').exists()
+
+
+def test_release_refuses_a_stale_test_csv_and_a_folder_of_no_experiment(tmp_path):
+    exp_dir = tmp_path / 'sinusoid-10shot' / reproduce.exp_dir_name(list(paper.get('sinusoid-10shot').flags))
+    exp_dir.mkdir(parents=True)
+    (exp_dir / 'test_ubs10_stepsize0.01.csv').write_text('update0\n1\n0\n0\n')
+    (exp_dir / 'model-5.index').write_text('')
+    (exp_dir / 'model-5.data-00000-of-00001').write_text('')
+    (exp_dir / 'checkpoint').write_text('model_checkpoint_path: "model-5"\nall_model_checkpoint_paths: "model-5"\n')
+    os.utime(exp_dir / 'test_ubs10_stepsize0.01.csv', (1, 1))  # written before the checkpoint
+    assert reproduce.main(['--release', str(tmp_path / 'sinusoid-10shot')]) == 2
+    (tmp_path / 'no-such-experiment').mkdir()
+    assert reproduce.main(['--release', str(tmp_path / 'no-such-experiment')]) == 2
