@@ -39,7 +39,7 @@ def released_runs():
     return runs
 
 
-def tested_runs():
+def runs_with_results():
     return [run for run in released_runs()
             if run.values[0] and (run.values[1] / reproduce.csv_name(list(run.values[0].flags))).exists()]
 
@@ -65,7 +65,7 @@ def test_a_released_run_is_one_experiment_with_only_its_latest_checkpoint(experi
     assert listed == [latest], 'the checkpoint file lists checkpoints that are not released: %s' % listed
 
 
-@pytest.mark.parametrize('experiment, folder', tested_runs())
+@pytest.mark.parametrize('experiment, folder', runs_with_results())
 def test_a_released_result_is_its_csv_its_pkl_and_its_verdict(experiment, folder):
     """The CSV is the pkl's summary; check.txt is what reproduce.py --check says of the CSV today."""
     csv_path = folder / reproduce.csv_name(list(experiment.flags))
@@ -97,7 +97,7 @@ def verdicts(check_output):
     return [line.split()[-1] for line in check_output.splitlines()[2:] if line and not line.startswith('verdict:')]
 
 
-@pytest.mark.parametrize('experiment, folder', tested_runs())
+@pytest.mark.parametrize('experiment, folder', runs_with_results())
 def test_a_released_model_rescores_to_its_csv(experiment, folder, request, tmp_path):
     """Test the released checkpoint again on the real test split: the committed figures, the committed verdict."""
     flags = list(experiment.flags)
