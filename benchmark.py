@@ -481,7 +481,7 @@ def main(argv=None):
     print('python %s, tensorflow %s, TF_ENABLE_ONEDNN_OPTS=%s; float32; subprocess per configuration'
           % (platform.python_version(), tf_version(),
              {'default': os.environ.get('TF_ENABLE_ONEDNN_OPTS',
-                                        'as main.py sets it (0 for sinusoid and the Omniglot test, else 1)'),
+                                        'as main.py sets it (0 for sinusoid, else 1)'),
               'on': '1', 'off': '0'}[args.onednn]))
     print('warm-up %d steps, then the median of %d steps; evaluation: median of %d tasks x 600'
           % (args.warmup, args.steps, args.eval_tasks), flush=True)

@@ -271,3 +271,12 @@ class DataGenerator:
             inputs, labels = self.image_batch('train' if train else self.eval_split, index)
         split = self.num_classes * update_batch_size
         return inputs[:, :split], inputs[:, split:], labels[:, :split], labels[:, split:]
+
+    def make_batches(self, train=True, indices=(0,), update_batch_size=1):
+        """make_batch of each index, stacked along the task axis.
+
+        Each index keeps its own stream, so task i of a stacked test batch is
+        exactly what make_batch(index=i) gives alone (meta_batch_size 1).
+        """
+        parts = [self.make_batch(train, index, update_batch_size) for index in indices]
+        return tuple(np.concatenate(arrays) for arrays in zip(*parts))

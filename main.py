@@ -56,11 +56,22 @@ flags.DEFINE_float('train_update_lr', -1, 'value of inner gradient step step dur
 ## Options of this reproduction (not in the reference)
 flags.DEFINE_string('data_dir', 'data', 'folder holding omniglot_resized/ and miniImagenet/ (the reference: ./data)')
 flags.DEFINE_integer('seed', 0, 'seed of the weight initialisation and of the task streams')
+flags.DEFINE_integer('test_tasks_per_batch', 0, '--train=False evaluates this many test tasks at once '
+                     '(0: the measured choice for the data set, main.TEST_TASKS_PER_BATCH; 1: one at a time, '
+                     'as the reference). The tasks are the same either way, and so are their numbers '
+                     'up to float32 rounding.')
 
 SUMMARY_INTERVAL = 100
 SAVE_INTERVAL = 1000
 NUM_TEST_POINTS = 600
 TEST_NUM_UPDATES = 10
+# Test tasks evaluated at once by default (--test_tasks_per_batch=0), the fastest measured
+# (docs/performance.md, "Task-batched test"; CPU seconds for 600 tasks on one core):
+# sinusoid all 600 (18x faster than one at a time: one small graph run instead of 600);
+# Omniglot 10 (1.18x against one task on TensorFlow's own kernels; 25 and 50 about as fast,
+# 100 and 600 slower, 600 holds 2.6 GB); miniImagenet 1, one at a time, because its grouped
+# convolutions are slower per FLOP than one task's plain ones (2, 5, 10, 25 tasks: 1.1-1.3x slower).
+TEST_TASKS_PER_BATCH = {'sinusoid': 600, 'omniglot': 10, 'miniimagenet': 1}
 
 
 def experiment_name(f):
@@ -136,6 +147,9 @@ def flag_errors(f):
         errors.append('--metatrain_iterations=%s and --pretrain_iterations=%s: nothing to train; '
                       'give at least one iteration (or --train=False to test)'
                       % (f.metatrain_iterations, f.pretrain_iterations))
+    if f.test_tasks_per_batch < 0:
+        errors.append('--test_tasks_per_batch=%s must be 0 (the measured choice) or positive'
+                      % f.test_tasks_per_batch)
     if f.test_iter == 0 or f.test_iter < -1:
         errors.append('--test_iter=%s must be -1 (the latest checkpoint) or a saved iteration > 0' % f.test_iter)
     if f.train_update_batch_size != -1 and f.train_update_batch_size <= 0:
@@ -423,23 +437,33 @@ def check_our_checkpoint(model, path):
 ## Testing --------------------------------------------------------------------------------
 
 def test(model, data_generator, out_dir):
-    """600 tasks one at a time, inner steps 0..10; prints and writes the CSV and pickle."""
-    rows = []
-    for i in range(NUM_TEST_POINTS):
-        batch = data_generator.make_batch(train=False, index=i, update_batch_size=FLAGS.update_batch_size)
-        out = model.evaluate(batch, TEST_NUM_UPDATES)
-        first, rest = ('total_accuracy1', 'total_accuracies2') if model.classification else ('total_loss1', 'total_losses2')
-        rows.append([float(out[first])] + [float(v) for v in out[rest]])
-        if (i + 1) % 100 == 0:
-            print('Tested %d/%d tasks' % (i + 1, NUM_TEST_POINTS), file=sys.stderr, flush=True)
+    """600 tasks, inner steps 0..10, in batches of tasks; prints and writes the CSV and pickle."""
+    per_batch = FLAGS.test_tasks_per_batch or TEST_TASKS_PER_BATCH[FLAGS.datasource]
+    results = score_test_tasks(model, data_generator, per_batch)
     from utils import confidence_summary
-    results = np.array(rows)
     means, stds, ci95 = confidence_summary(results)
     print('Mean validation accuracy/loss, stddev, and confidence intervals')
     print((means, stds, ci95))
     base = os.path.join(out_dir, 'test_ubs%s_stepsize%s' % (FLAGS.update_batch_size, FLAGS.update_lr))
     write_results(base, results, means, stds, ci95)
     return means, stds, ci95
+
+
+def score_test_tasks(model, data_generator, per_batch):
+    """[600, 11] float64: accuracy (images) or MSE (sinusoid) of each test task after 0..10 steps.
+
+    Task i is make_batch(train=False, index=i) of a meta-batch of 1, as the
+    reference drew it; per_batch of them are stacked and evaluated at once.
+    """
+    key = 'accuracies' if model.classification else 'losses'
+    rows = []
+    for start in range(0, NUM_TEST_POINTS, per_batch):
+        indices = range(start, min(start + per_batch, NUM_TEST_POINTS))
+        batch = data_generator.make_batches(train=False, indices=indices, update_batch_size=FLAGS.update_batch_size)
+        rows.append(model.evaluate_tasks(batch, TEST_NUM_UPDATES)[key].numpy().astype(np.float64))
+        for done in range(100 * (start // 100 + 1), indices.stop + 1, 100):
+            print('Tested %d/%d tasks' % (done, NUM_TEST_POINTS), file=sys.stderr, flush=True)
+    return np.concatenate(rows)
 
 
 def write_results(base, results, means, stds, ci95):
@@ -456,16 +480,19 @@ def write_results(base, results, means, stds, ci95):
 ## Main --------------------------------------------------------------------------------------------
 
 def choose_cpu_kernels(datasource, train):
-    """Which CPU kernels TensorFlow uses, by what measured faster on 2 cores.
+    """Which CPU kernels TensorFlow uses, by what measured faster.
 
-    oneDNN (utils.py's default) for training the conv nets, whose grouped
-    convolutions need it, and for miniImagenet's test (1.5x faster there).
-    TensorFlow's own kernels for the sinusoid's small fully connected net
-    (1.1x faster second order, 1.7x first order) and for the Omniglot test,
-    one task at a time, so no grouped convolutions (1.8x faster). An
-    explicit TF_ENABLE_ONEDNN_OPTS wins. Only before TensorFlow's first import.
+    oneDNN (utils.py's default) for the conv nets, training and test alike:
+    their grouped convolutions need it (the test runs Omniglot tasks 10 at a
+    time, 1.2x faster than one at a time on TensorFlow's own kernels;
+    miniImagenet's one-task test is 1.5x faster with it). TensorFlow's own
+    kernels for the sinusoid's small fully connected net (1.1x faster second
+    order, 1.7x first order; its test is under a second either way). An
+    explicit TF_ENABLE_ONEDNN_OPTS wins. Only before TensorFlow's first
+    import. docs/performance.md has the measurements.
     """
-    if datasource == 'sinusoid' or (datasource == 'omniglot' and not train):
+    del train  # the same choice for training and test since the test is task-batched
+    if datasource == 'sinusoid':
         os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 

@@ -355,6 +355,20 @@ class MAML(tf.Module):
     def _evaluate(self, inputa, inputb, labela, labelb, num_steps):
         return self.metabatch(inputa, inputb, labela, labelb, num_steps)
 
+    def _evaluate_tasks(self, inputa, inputb, labela, labelb, num_steps):
+        """Per task, not averaged: losses (and accuracies) [tasks, num_steps + 1].
+
+        Column 0 is the support set before any step (what metabatch's total_loss1
+        averages), column j the query set after step j. The tasks run side by
+        side as in training, each with its own batch-norm statistics, so task
+        t's row does not depend on which tasks share its batch.
+        """
+        tasks = self.adapt(inputa, inputb, labela, labelb, num_steps)
+        out = {'losses': tf.stack([tasks['lossa']] + tasks['lossesb'], axis=1)}
+        if self.classification:
+            out['accuracies'] = tf.stack([tasks['accuracya']] + tasks['accuraciesb'], axis=1)
+        return out
+
     def _function(self, name, fn, num_steps, **options):
         """The tf.function of fn, one per (name, num_steps, options): no retracing in the loop."""
         key = (name, num_steps) + tuple(sorted(options.items()))
@@ -374,6 +388,10 @@ class MAML(tf.Module):
     def _evaluate_function(self, num_steps):
         return self._function('evaluate', self._evaluate, self.num_steps if num_steps is None else num_steps)
 
+    def _evaluate_tasks_function(self, num_steps):
+        return self._function('evaluate_tasks', self._evaluate_tasks,
+                              self.num_steps if num_steps is None else num_steps)
+
     def metatrain_step(self, batch, num_steps=None):
         """One meta-update on batch = (inputa, inputb, labela, labelb).
 
@@ -391,10 +409,16 @@ class MAML(tf.Module):
         """Results after 0..num_steps inner steps, no meta-update (validation and test)."""
         return self._evaluate_function(num_steps)(*self._inputs(batch))
 
+    def evaluate_tasks(self, batch, num_steps=None):
+        """As evaluate, but each task's results: {'losses', 'accuracies'}: [tasks, num_steps + 1]."""
+        return self._evaluate_tasks_function(num_steps)(*self._inputs(batch))
+
     def traced_graph(self, step, batch, num_steps=None):
-        """The graph metatrain_step or evaluate (step: 'metatrain' or 'evaluate') runs for
-        these arguments, traced but not run: for FLOP counts and tests of what it computes."""
-        function = {'metatrain': self._metatrain_function, 'evaluate': self._evaluate_function}[step](num_steps)
+        """The graph metatrain_step, evaluate or evaluate_tasks (step: 'metatrain', 'evaluate' or
+        'evaluate_tasks') runs for these arguments, traced but not run: for FLOP counts and
+        tests of what it computes."""
+        function = {'metatrain': self._metatrain_function, 'evaluate': self._evaluate_function,
+                    'evaluate_tasks': self._evaluate_tasks_function}[step](num_steps)
         return function.get_concrete_function(*self._inputs(batch)).graph
 
     ## Weights in and out -------------------------------------------------------------------

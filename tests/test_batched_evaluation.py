@@ -1,0 +1,126 @@
+"""main.py --train=False in batches of tasks gives the numbers of one task at a time.
+
+A tiny sinusoid model (fully connected, batch norm over each task's points)
+and a tiny Omniglot-layout conv model (synthetic characters) are trained for a
+few hundred iterations, then tested with --test_tasks_per_batch=1 (one task at
+a time, as the reference) and batched. Each task keeps its own batch-norm
+statistics and its own inner gradient, so only float32 rounding may differ:
+MSEs agree to 1e-5 relative. An accuracy can flip where two logits of a query
+are within rounding of each other (a near-tie of the arg-max): such a flip
+moves one prediction, 1/5 of a 5-way 1-shot task's accuracy. So accuracies
+must agree task by task except for a few tasks off by exactly one
+prediction, and every column's mean by at most one prediction's worth
+(1/3000); the test prints how many tasks differ.
+"""
+import pickle
+
+import numpy as np
+import pytest
+
+from runner import describe, read_results_csv, run_main
+from synthetic import make_omniglot
+
+TASKS = 600
+
+
+def evaluate(flags, base, tasks_per_batch, cwd):
+    """main.py --train=False --test_tasks_per_batch=N; (its pkl's per-task results [600, 11], its CSV rows).
+
+    base: the results' path without .pkl/.csv."""
+    proc = run_main(*flags, '--train=False', '--test_tasks_per_batch=%d' % tasks_per_batch, cwd=cwd)
+    assert proc.returncode == 0, describe(proc)
+    progress = [line for line in proc.stderr.splitlines() if line.startswith('Tested ')]
+    assert progress == ['Tested %d/600 tasks' % n for n in range(100, 601, 100)], describe(proc)
+    assert 'Mean validation accuracy/loss, stddev, and confidence intervals' in proc.stdout
+    with open(str(base) + '.pkl', 'rb') as f:
+        results = pickle.load(f)['mses']
+    assert results.shape == (TASKS, 11)
+    return results, read_results_csv(str(base) + '.csv')
+
+
+def train(flags, cwd):
+    proc = run_main(*flags, '--metatrain_iterations=301', cwd=cwd)
+    assert proc.returncode == 0, describe(proc)
+
+
+def test_sinusoid_batched_test_equals_one_at_a_time(tmp_path):
+    flags = ['--datasource=sinusoid', '--norm=batch_norm', '--update_batch_size=5', '--update_lr=0.01',
+             '--logdir=%s' % (tmp_path / 'logs')]
+    train(flags, tmp_path)
+    base = tmp_path / 'logs' / 'cls_5.mbs_25.ubs_5.numstep1.updatelr0.01batchnorm' / 'test_ubs5_stepsize0.01'
+    one, one_csv = evaluate(flags, base, 1, tmp_path)
+    # the measured default (all 600 at once), and 7, whose last batch holds the 5 left over
+    for tasks_per_batch in (0, 7):
+        batched, batched_csv = evaluate(flags, base, tasks_per_batch, tmp_path)
+        np.testing.assert_allclose(batched, one, rtol=1e-5, err_msg='per task, %d at once' % tasks_per_batch)
+        assert batched_csv[0] == one_csv[0]
+        for ours, reference in zip(batched_csv[1:], one_csv[1:]):
+            np.testing.assert_allclose(ours, reference, rtol=1e-5)
+    # the inner steps move the MSEs far beyond the tolerance: what agrees is the adaptation itself
+    assert np.median(np.abs(one[:, 10] - one[:, 0]) / one[:, 0]) > 0.01
+
+
+@pytest.fixture(scope='module')
+def omniglot_data(tmp_path_factory):
+    """1240 synthetic characters of 4 drawings: enough for the 1100/100/rest split."""
+    return make_omniglot(str(tmp_path_factory.mktemp('data')), alphabets=31, characters=40, drawings=4)
+
+
+def assert_same_accuracies(batched, one, num_queries):
+    """Identical but for near-ties: a differing task is off by one prediction, the means by
+    at most one prediction's worth. Returns how many tasks differ anywhere."""
+    one_prediction = 1.0 / num_queries
+    steps = np.abs(batched - one) / one_prediction
+    assert np.allclose(steps, np.round(steps), atol=1e-6)   # whole predictions, nothing else
+    assert steps.max() <= 1 + 1e-6, 'a task differs by %d predictions' % round(steps.max())
+    differing = int((steps > 0.5).any(axis=1).sum())
+    assert differing <= 6, '%d of 600 tasks differ: more than near-ties' % differing
+    mean_gap = np.abs(batched.mean(0) - one.mean(0))
+    assert mean_gap.max() <= one_prediction / TASKS + 1e-9, mean_gap
+    return differing
+
+
+def test_omniglot_batched_test_equals_one_at_a_time(omniglot_data, tmp_path):
+    flags = ['--datasource=omniglot', '--data_dir=%s' % omniglot_data, '--meta_batch_size=4',
+             '--update_batch_size=1', '--update_lr=0.4', '--num_filters=16', '--logdir=%s' % (tmp_path / 'logs')]
+    train(flags, tmp_path)
+    base = tmp_path / 'logs' / 'cls_5.mbs_4.ubs_1.numstep1.updatelr0.4hidden16batchnorm' / 'test_ubs1_stepsize0.4'
+    one, one_csv = evaluate(flags, base, 1, tmp_path)
+    batched, batched_csv = evaluate(flags, base, 0, tmp_path)
+    differing = assert_same_accuracies(batched, one, num_queries=5)
+    print('Omniglot: %d of 600 tasks differ by a near-tie (one prediction)' % differing)
+    np.testing.assert_allclose(batched_csv[1], one_csv[1], rtol=0, atol=1.0 / (5 * TASKS) + 1e-9)
+    assert one[:, 10].mean() > 0.6  # trained well above chance (0.2), so the check is not of noise
+
+
+@pytest.mark.parametrize('datasource', ['sinusoid', 'omniglot'])
+def test_a_tasks_results_do_not_depend_on_the_tasks_beside_it(datasource):
+    """Task A alone, beside B and beside C: the same losses, so batch-norm statistics and
+    inner gradients are the task's own, whatever shares its batch."""
+    import tensorflow as tf
+    from maml import MAML, ModelConfig
+    rng = np.random.default_rng(0)
+    if datasource == 'sinusoid':
+        config, dim_input, dim_output = ModelConfig(datasource, norm='batch_norm', update_lr=0.01), 1, 1
+    else:
+        config, dim_input, dim_output = ModelConfig(datasource, update_batch_size=1, update_lr=0.4,
+                                                    num_filters=8), 28 * 28, 5
+    model = MAML(dim_input, dim_output, test_num_updates=3, config=config, dtype=tf.float32, seed=0)
+
+    def task():
+        """(inputa, inputb, labela, labelb) of one task, 5 examples each."""
+        inputs = rng.random([2, 5, dim_input], dtype=np.float32)
+        if datasource == 'sinusoid':
+            labels = rng.normal(size=[2, 5, 1]).astype(np.float32)
+        else:
+            labels = np.eye(5, dtype=np.float32)[[rng.permutation(5), rng.permutation(5)]]
+        return inputs[0], inputs[1], labels[0], labels[1]
+
+    def losses(*tasks):
+        """The first task's losses after 0..3 steps, evaluated with the others beside it."""
+        return model.evaluate_tasks([np.stack(parts) for parts in zip(*tasks)], 3)['losses'].numpy()[0]
+
+    a = task()
+    alone = losses(a)
+    for _ in range(2):
+        np.testing.assert_allclose(losses(a, task()), alone, rtol=1e-5)
