@@ -7,7 +7,7 @@ setup(
     description='Faithful TensorFlow 2 reproduction of MAML (Finn, Abbeel and Levine, ICML 2017)',
     python_requires='>=3.9',
     py_modules=['main', 'maml', 'data_generator', 'utils', 'special_grads', 'tf1_checkpoint', 'paper',
-                'reproduce', 'plots', 'benchmark'],
+                'reproduce', 'plots', 'benchmark', 'sinusoid_study'],
     packages=find_packages(include=['data', 'data.*']),
     install_requires=['tensorflow>=2.16', 'numpy', 'pillow', 'absl-py'],
     extras_require={'test': ['pytest'], 'plots': ['matplotlib']},

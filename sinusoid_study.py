@@ -1,0 +1,650 @@
+"""Are this project's trained 5-shot sinusoid models as good as the reference's?
+
+Trains main.py runs with the paper's sinusoid flags, one per seed, then tests
+each of them and the reference's own checkpoints on the same 600 test tasks
+(the reference's recipe) and compares the spread of our runs with the
+reference's runs.
+
+    python sinusoid_study.py --train 0-9          # train the missing seeds, one after another, then compare
+    python sinusoid_study.py --seeds 0-9          # compare only (no training)
+
+Why this shape:
+- The test tasks are rebuilt from the reference's recipe instead of taken
+  from our DataGenerator: the comparison must put every model on the very
+  same 600 tasks, and those are the tasks the reference's own test outputs
+  (its CSV and pkl) were computed on, so the evaluation can be checked
+  against them first (check_reference_run1).
+- Models are built by main.build and loaded by main.Checkpoints (which reads
+  the reference's TF1 checkpoints through tf1_checkpoint), so the weights,
+  the float32 arithmetic and the CPU kernels are exactly what
+  `main.py --train=False` uses.
+- A single run's test figures vary a lot from training run to training run
+  (the question this answers), so runs are compared by a statistic per run
+  (the median MSE over tasks at steps 1/5/10: robust to the few tasks where
+  alpha 0.01 diverges) and the spread over runs.
+- scipy is not a dependency of the project: the Student t quantiles and
+  p-values are computed by a short numeric routine (t_cdf, t_quantile),
+  tested against tabulated values in tests/test_sinusoid_study.py.
+"""
+import argparse
+import glob
+import itertools
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The paper's 5-shot sinusoid command (alpha 0.01), as the reference's runs were trained.
+PAPER_FLAGS = ['--datasource=sinusoid', '--norm=None', '--metatrain_iterations=70000',
+               '--update_batch_size=5', '--update_lr=0.01']
+ITERATIONS = 70000
+DEFAULT_LOGDIR = 'logs/sinusoid-study/seed{seed}'
+
+REFERENCE_DIR = '/work/shared/reference/sinusoid5shot'
+REFERENCE_RUNS = ('run1', 'run2')
+REFERENCE_PKL = 'test_ubs5_stepsize0.01.pkl'
+# The reference's third run (seeded with 2) is not in ../shared: only its medians are known (from the issue).
+THIRD_REFERENCE_MEDIANS = {'run3 (seed 2, given)': (0.337, 0.168, 0.157)}
+# The reference's README figures for run1, which our evaluation must reproduce.
+RUN1_EXPECTED = {'median': (0.300, 0.157, 0.142), 'mean1': 0.635, 'divergent': 32,
+                 'mean_others': (0.589, 0.391, 0.327)}
+
+NUM_TASKS = 600
+K = 5
+TEST_STEPS = 10
+REPORT_STEPS = (1, 5, 10)
+DIVERGED = 10.0  # the README's "tasks ever above MSE 10" (any of steps 0..10)
+
+
+## Seeds and run folders -----------------------------------------------------------------------
+
+def parse_seeds(text):
+    """'0-9', '0,3,5-7' -> sorted list of ints."""
+    seeds = set()
+    for part in filter(None, (p.strip() for p in text.split(','))):
+        if '-' in part:
+            lo, hi = (int(v) for v in part.split('-'))
+            seeds.update(range(lo, hi + 1))
+        else:
+            seeds.add(int(part))
+    return sorted(seeds)
+
+
+def experiment_dir(logdir):
+    """logdir/<exp_string>: where main.py puts the checkpoints for the paper's flags."""
+    import main
+    # the values main.experiment() derives from PAPER_FLAGS (train_update_* default to the update ones)
+    f = types.SimpleNamespace(num_classes=5, meta_batch_size=25, train_update_batch_size=5, num_updates=1,
+                              train_update_lr=0.01, num_filters=64, max_pool=False, stop_grad=False,
+                              baseline=None, norm='None')
+    return os.path.join(logdir, main.experiment_name(f))
+
+
+def last_iteration(exp_dir):
+    """The iteration of our latest checkpoint (model-<ITER>.index) in exp_dir, or -1.
+
+    Read from the file names, so deciding what to train needs no TensorFlow import.
+    """
+    found = [int(m.group(1)) for m in (re.match(r'^model-(\d+)\.index$', os.path.basename(p))
+                                       for p in glob.glob(os.path.join(exp_dir, 'model-*.index'))) if m]
+    return max(found, default=-1)
+
+
+## Training ---------------------------------------------------------------------------------------------
+
+def train_command(seed, logdir, stream='ours'):
+    """main.py with the paper's flags; stream='global' runs it through this script's
+    --main-with-global-stream (see global_stream_generate)."""
+    program = [os.path.join(HERE, 'main.py')] if stream == 'ours' else [os.path.abspath(__file__), GLOBAL_STREAM_MODE]
+    return [sys.executable, '-u'] + program + PAPER_FLAGS + ['--seed=%d' % seed, '--logdir=%s' % logdir]
+
+
+## The reference's task stream, for the experiment that tests whether the stream matters ------------------
+
+GLOBAL_STREAM_MODE = '--main-with-global-stream'
+
+
+def global_stream_generate(self, train=True, index=0):
+    """A sinusoid batch drawn as the reference draws its training tasks.
+
+    One global numpy stream for the whole run (seeded once at start), and in
+    the reference's order: the batch's amplitudes, then its phases, then
+    each function's 2K inputs in turn. Our DataGenerator instead gives every
+    batch its own stream seeded by (seed, split, index) and draws all inputs
+    at once; the distributions are the same, the numbers are not. `index`
+    is ignored: batch i is whatever the stream gives i-th, so a resumed run
+    does not continue the stream it was on (as the reference's does not).
+    """
+    b, s = self.batch_size, self.num_samples_per_class
+    amp = np.random.uniform(self.amp_range[0], self.amp_range[1], [b])
+    phase = np.random.uniform(self.phase_range[0], self.phase_range[1], [b])
+    inputs = np.zeros([b, s, 1])
+    outputs = np.zeros([b, s, 1])
+    for func in range(b):
+        inputs[func] = np.random.uniform(self.input_range[0], self.input_range[1], [s, 1])
+        outputs[func] = amp[func] * np.sin(inputs[func] - phase[func])
+    return inputs.astype(np.float32), outputs.astype(np.float32), amp, phase
+
+
+def run_main_with_global_stream(main_argv):
+    """main.py, unchanged, with DataGenerator.generate replaced by global_stream_generate.
+
+    A workaround: main.py and data_generator.py have no option for it (and are
+    not this study's to change). numpy's global stream is seeded with --seed.
+    """
+    sys.path.insert(0, HERE)
+    import data_generator
+    data_generator.DataGenerator.generate = global_stream_generate
+    seed = [int(a.split('=', 1)[1]) for a in main_argv if a.startswith('--seed=')]
+    np.random.seed(seed[-1] if seed else 0)
+    random.seed(seed[-1] if seed else 0)
+    import main
+    sys.argv = [os.path.join(HERE, 'main.py')] + main_argv
+    main.run()
+
+
+def train(seed, logdir, stream='ours'):
+    """Train one seed to 70,000 iterations unless done; main.py resumes from its latest checkpoint.
+
+    stdout (the reference's 'Iteration N: pre, post' lines) is appended to
+    logdir/train_log.txt, beside the reference's own train_log.txt format, so
+    the training curves can be compared line by line. Returns the wall time
+    in seconds (0 when skipped).
+    """
+    exp_dir = experiment_dir(logdir)
+    done = last_iteration(exp_dir)
+    if done >= ITERATIONS - 1:
+        print('seed %d: already trained to %d iterations in %s; skipped' % (seed, done + 1, exp_dir), flush=True)
+        return 0.0
+    os.makedirs(logdir, exist_ok=True)
+    command = train_command(seed, logdir, stream)
+    print('seed %d: %s%s' % (seed, ' '.join(command[1:]),
+                             ' (resuming after iteration %d)' % done if done >= 0 else ''), flush=True)
+    start = time.time()
+    with open(os.path.join(logdir, 'train_log.txt'), 'a') as out, \
+            open(os.path.join(logdir, 'train_stderr.txt'), 'a') as err:
+        code = subprocess.call(command, stdout=out, stderr=err, cwd=HERE)
+    seconds = time.time() - start
+    if code != 0:
+        raise SystemExit('seed %d: main.py exited with %d; see %s' % (seed, code, os.path.join(logdir, 'train_stderr.txt')))
+    print('seed %d: trained in %.0f s' % (seed, seconds), flush=True)
+    return seconds
+
+
+def train_post_losses(train_log):
+    """{iteration: post-update loss} from the 'Iteration N: pre, post' lines of a training log."""
+    losses = {}
+    if not os.path.exists(train_log):
+        return losses
+    with open(train_log) as f:
+        for line in f:
+            m = re.match(r'^Iteration (\d+): (\S+), (\S+)$', line.strip())
+            if m:
+                losses[int(m.group(1))] = float(m.group(3))
+    return losses
+
+
+def late_train_loss(train_log, first=40000):
+    """Mean post-update training loss of the Iteration lines from `first` on (the last 30,000
+    iterations of 70,000): the training-side figure the issue compares."""
+    losses = train_post_losses(train_log)
+    late = [v for itr, v in losses.items() if itr >= first]
+    return float(np.mean(late)) if late else float('nan')
+
+
+## The reference's test tasks -------------------------------------------------------------------------
+
+def reference_test_tasks(num_tasks=NUM_TASKS, k=K):
+    """The 600 tasks the reference tests on, from its recipe.
+
+    np.random.seed(1) and random.seed(1) (the reference seeds both before its
+    test; only numpy's stream is used), then per task, in this order:
+    amplitude U[0.1, 5], phase U[0, pi], 2K inputs U[-5, 5]; y = amp sin(x -
+    phase) in float64, then both cast to float32 (the reference fed float64
+    arrays into float32 placeholders). Returns x, y of shape [tasks, 2K, 1];
+    the first K points of each task are the support set, the last K the query.
+    The global numpy/random states are restored afterwards.
+    """
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        np.random.seed(1)
+        random.seed(1)
+        xs, ys = [], []
+        for _ in range(num_tasks):
+            amp = np.random.uniform(0.1, 5.0, [1])
+            phase = np.random.uniform(0, np.pi, [1])
+            x = np.random.uniform(-5.0, 5.0, [2 * k, 1])
+            xs.append(x)
+            ys.append(amp * np.sin(x - phase))
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
+
+
+def task_batch(x, y, i, k=K):
+    """Task i as main.py's meta-batch of one: (inputa, inputb, labela, labelb), each [1, K, 1]."""
+    return x[i:i + 1, :k], x[i:i + 1, k:], y[i:i + 1, :k], y[i:i + 1, k:]
+
+
+def stream_statistics(seed=0, batches=ITERATIONS, batch_size=25):
+    """Lines describing our training task stream (DataGenerator, as main.py draws it) over a whole
+    run, against SPEC.md's distributions: amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5], and
+    the support/query split of make_batch (first K points, last K). No TensorFlow needed."""
+    from data_generator import DataGenerator
+    gen = DataGenerator(2 * K, batch_size, datasource='sinusoid', seed=seed)
+    amps, phases, xs = [], [], []
+    for i in range(batches):
+        inputs, outputs, amp, phase = gen.generate(True, i)
+        amps.append(amp)
+        phases.append(phase)
+        xs.append(inputs.ravel())
+        if i < 100:
+            inputa, inputb, labela, labelb = gen.make_batch(True, i, K)
+            assert (inputa == inputs[:, :K]).all() and (inputb == inputs[:, K:]).all()
+            assert (labela == outputs[:, :K]).all() and (labelb == outputs[:, K:]).all()
+            assert np.allclose(outputs[..., 0], amp[:, None] * np.sin(inputs[..., 0] - phase[:, None]), atol=1e-5)
+    lines = ['our training stream, seed %d: %d batches of %d tasks%s; support = first %d points, '
+             'query = last %d (checked on the first 100 batches)'
+             % (seed, batches, batch_size, ' (a whole run)' if batches == ITERATIONS else '', K, K)]
+    for name, v, lo, hi in (('amplitude', np.concatenate(amps), 0.1, 5.0), ('phase', np.concatenate(phases), 0, np.pi),
+                            ('x', np.concatenate(xs).astype(np.float64), -5.0, 5.0)):
+        lines.append('  %-9s min %.4f max %.4f mean %.4f (uniform: %.4f) sd %.4f (uniform: %.4f) '
+                     'KS statistic * sqrt(n) %.2f (5%% critical value 1.36)'
+                     % (name, v.min(), v.max(), v.mean(), (lo + hi) / 2, v.std(), (hi - lo) / math.sqrt(12),
+                        ks_uniform(v, lo, hi)))
+    a = np.concatenate(amps)
+    lines.append('  correlation amplitude-phase %+.4f; amplitude of task i and i+1 %+.4f; of the first task of '
+                 'batch i and i+1 %+.4f' % (np.corrcoef(a, np.concatenate(phases))[0, 1],
+                                           np.corrcoef(a[:-1], a[1:])[0, 1],
+                                           np.corrcoef(a[::batch_size][:-1], a[::batch_size][1:])[0, 1]))
+    return lines
+
+
+def ks_uniform(values, lo, hi):
+    """Kolmogorov-Smirnov distance of values from U[lo, hi], times sqrt(n)."""
+    v = np.sort((np.asarray(values, dtype=np.float64) - lo) / (hi - lo))
+    n = len(v)
+    return float(max(np.max(np.arange(1, n + 1) / n - v), np.max(v - np.arange(n) / n)) * math.sqrt(n))
+
+
+## Model and evaluation ----------------------------------------------------------------------------
+
+def build_test_model():
+    """main.build(train=False) under the paper's sinusoid flags: the model `main.py --train=False`
+    tests (float32, 10 recorded steps, alpha 0.01, main.py's choice of CPU kernels).
+
+    main.FLAGS is parsed here (main.build reads the flags); our own options
+    are argparse's, so the two never mix.
+    """
+    import main
+    main.FLAGS(['sinusoid_study'] + PAPER_FLAGS + ['--train=False'])
+    _, model = main.build(train=False)
+    return model
+
+
+def load_checkpoint(model, directory):
+    """Load the latest checkpoint in directory (ours or the reference's TF1 one) as main.py does.
+
+    Returns Checkpoints.choice: which checkpoint was loaded.
+    """
+    import main
+    ckpt = main.Checkpoints(model, directory)
+    path = ckpt.path_for(-1)
+    if path is None:
+        raise FileNotFoundError('no checkpoint in %s' % directory)
+    ckpt.restore(path, optimizer_state=False)
+    return ckpt.choice
+
+
+def evaluate_tasks(model, x, y, num_steps=TEST_STEPS):
+    """[tasks, 1 + num_steps] MSEs, one task at a time as main.test: column 0 the pre-update
+    support loss, column j the query loss after j inner steps."""
+    rows = []
+    for i in range(x.shape[0]):
+        out = model.evaluate(task_batch(x, y, i), num_steps)
+        rows.append([float(out['total_loss1'])] + [float(v) for v in out['total_losses2']])
+    return np.array(rows)
+
+
+def dead_units(model, grid=2001):
+    """(layer 1, layer 2) hidden ReLUs of the meta-learned weights that are off for every x in
+    [-5, 5]: units the run has lost (their gradient is zero, so plain training does not revive
+    them; adaptation from these weights hardly can). From the weights, before any inner step."""
+    w = {k: v.numpy().astype(np.float64) for k, v in model.weights.items()}
+    x = np.linspace(-5.0, 5.0, grid)[:, None]
+    a1 = x @ w['w1'] + w['b1']
+    a2 = np.maximum(a1, 0) @ w['w2'] + w['b2']
+    return int((a1 <= 0).all(axis=0).sum()), int((a2 <= 0).all(axis=0).sum())
+
+
+## Per-run figures --------------------------------------------------------------------------------
+
+def summarize(mses):
+    """The figures of one run's [tasks, 11] test MSEs, defined as the reference README does.
+
+    median: over all tasks, a non-finite MSE (a diverged task) counted as
+    +inf, i.e. as the worst; divergent: tasks with any MSE above 10 or not
+    finite at any of steps 0..10 (step 0, the pre-update support loss,
+    exceeds 10 for most large-amplitude tasks, so most of these never diverge;
+    `diverged` counts only those above 10 after adaptation, steps 1..10);
+    mean_others: the mean over the tasks that are not `divergent`.
+    """
+    mses = np.asarray(mses, dtype=np.float64)
+    finite = np.where(np.isfinite(mses), mses, np.inf)
+    bad = finite > DIVERGED
+    others = ~bad.any(axis=1)
+    steps = list(REPORT_STEPS)
+    return {'median': tuple(np.median(finite[:, steps], axis=0)),
+            'mean1': float(mses[:, 1].mean()),
+            'ci1': float(1.96 * mses[:, 1].std() / math.sqrt(len(mses))),
+            'divergent': int(bad.any(axis=1).sum()),
+            'diverged': int(bad[:, 1:].any(axis=1).sum()),
+            'mean_others': tuple(mses[others][:, steps].mean(axis=0))}
+
+
+## Student t, numerically ----------------------------------------------------------------------------
+
+def t_pdf(t, df):
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    return math.exp(log_norm - (df + 1) / 2 * math.log1p(t * t / df))
+
+
+def t_cdf(t, df, intervals=4000):
+    """P(T <= t) for Student's t with df (> 0, not necessarily whole) degrees of freedom.
+
+    Simpson's rule on the density from 0 to |t| after the substitution
+    t = tan(u) for large |t|, which keeps the integrand smooth and bounded
+    (the heavy tails of small df): about 1e-10 accurate, plenty for a p-value.
+    """
+    a = abs(t)
+    if a == 0:
+        return 0.5
+    top = math.atan(a)
+    h = top / intervals
+
+    def f(u):
+        return t_pdf(math.tan(u), df) / math.cos(u) ** 2
+
+    total = f(0.0) + f(top)
+    total += 4 * sum(f((2 * i - 1) * h) for i in range(1, intervals // 2 + 1))
+    total += 2 * sum(f(2 * i * h) for i in range(1, intervals // 2))
+    half = total * h / 3
+    return 0.5 + half if t > 0 else 0.5 - half
+
+
+def t_quantile(p, df):
+    """The t with P(T <= t) = p, by bisection on t_cdf (p in (0.5, 1))."""
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t_interval(values, level=0.95):
+    """(mean, half-width) of the Student t confidence interval of the mean of values."""
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    half = t_quantile(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean()), float(half)
+
+
+def welch(a, b):
+    """Welch's two-sample t test of equal means: (t, Welch-Satterthwaite df, two-sided p)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return float(t), float(df), float(2 * (1 - t_cdf(abs(t), df)))
+
+
+PERMUTATION_EXACT_LIMIT = 200000
+PERMUTATION_SAMPLES = 100000
+
+
+def permutation_is_exact(n_a, n_b, exact_limit=PERMUTATION_EXACT_LIMIT):
+    return math.comb(n_a + n_b, n_b) <= exact_limit
+
+
+def permutation_p(a, b, exact_limit=PERMUTATION_EXACT_LIMIT, samples=PERMUTATION_SAMPLES):
+    """Two-sided permutation p-value of the difference of means.
+
+    Needs no normality and no variance estimate, which 3 reference runs
+    cannot give reliably; with 3 against n it can go no lower than
+    1 / C(n + 3, 3). Exact (every relabelling) up to exact_limit
+    relabellings; beyond that (e.g. 20 runs against 10) estimated from
+    `samples` random relabellings with a fixed seed, as (hits + 1) / (samples + 1).
+    """
+    pooled = np.concatenate([a, b]).astype(np.float64)
+    n, k = len(pooled), len(b)
+    observed = abs(np.mean(a) - np.mean(b)) - 1e-12
+
+    def extreme(mask):
+        return abs(pooled[~mask].mean() - pooled[mask].mean()) >= observed
+
+    if permutation_is_exact(n - k, k, exact_limit):
+        count = total = 0
+        for pick in itertools.combinations(range(n), k):
+            mask = np.zeros(n, bool)
+            mask[list(pick)] = True
+            count += extreme(mask)
+            total += 1
+        return count / total
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(samples):
+        mask = np.zeros(n, bool)
+        mask[rng.choice(n, k, replace=False)] = True
+        hits += extreme(mask)
+    return (hits + 1) / (samples + 1)
+
+
+## Report ------------------------------------------------------------------------------------------------
+
+def fmt3(values):
+    return ' / '.join('%.3f' % v for v in values)
+
+
+def run_line(name, s, train_log, dead):
+    train_loss, escape = late_train_loss(train_log), escape_iteration(train_log)
+    return ('%-22s %-21s %-15s %4d   %3d   %-21s %-10s %-9s %d/%d'
+            % (name, fmt3(s['median']), '%.3f +- %.3f' % (s['mean1'], s['ci1']), s['divergent'],
+               s['diverged'], fmt3(s['mean_others']), '%.3f' % train_loss if math.isfinite(train_loss) else '-',
+               escape if escape is not None else '-', dead[0], dead[1]))
+
+
+def check_reference_run1(s):
+    """Our evaluation must give the reference's own run1 figures (its README) to the third decimal."""
+    got = {'median': s['median'], 'mean1': (s['mean1'],), 'divergent': (s['divergent'],),
+           'mean_others': s['mean_others']}
+    want = dict(RUN1_EXPECTED, mean1=(RUN1_EXPECTED['mean1'],), divergent=(RUN1_EXPECTED['divergent'],))
+    wrong = ['%s %s, expected %s' % (k, fmt3(got[k]), fmt3(want[k])) for k in want
+             if any(abs(g - w) > 0.0005 + 1e-9 for g, w in zip(got[k], want[k]))]
+    return wrong
+
+
+def welch_difference(a, b, level=0.95):
+    """(mean(a) - mean(b), half-width) of Welch's confidence interval of the difference of means."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    _, df, _ = welch(a, b)
+    return float(a.mean() - b.mean()), float(t_quantile(0.5 + level / 2, df) * se)
+
+
+def compare(ours, reference, name_a='ours', name_b='reference'):
+    """Per step: ours' mean of the per-run medians with its 95% t-interval, the reference's mean,
+    whether that falls inside, Welch's test and interval of the difference, and the exact
+    permutation p. Returns (lines, {step: (inside, difference, Welch p, permutation p)})."""
+    lines, results = [], {}
+    for j, step in enumerate(REPORT_STEPS):
+        a = np.array([m[j] for m in ours])
+        b = np.array([m[j] for m in reference])
+        mean, half = t_interval(a)
+        ref_mean = b.mean()
+        inside = mean - half <= ref_mean <= mean + half
+        t, df, p = welch(a, b)
+        diff, diff_half = welch_difference(a, b)
+        perm = permutation_p(a, b)
+        results[step] = (inside, diff, p, perm)
+        values = ', '.join('%.3f' % v for v in b) if len(b) <= 5 else '%.3f..%.3f' % (b.min(), b.max())
+        lines.append('step %-2d %s %.3f +- %.3f [%.3f, %.3f] (n=%d)   %s %.3f (%s; n=%d): %s the interval'
+                     % (step, name_a, mean, half, mean - half, mean + half, len(a), name_b, ref_mean,
+                        values, len(b), 'inside' if inside else 'OUTSIDE'))
+        how = ('exact' if permutation_is_exact(len(a), len(b))
+               else 'from %d random relabellings' % PERMUTATION_SAMPLES)
+        lines.append('        %s - %s %+.3f, Welch 95%% interval [%+.3f, %+.3f], t=%.2f df=%.1f p=%.3f; '
+                     'permutation p=%.3f (%s)' % (name_a, name_b, diff, diff - diff_half, diff + diff_half,
+                                                  t, df, p, perm, how))
+    return lines, results
+
+
+def verdict(results, n_ours, n_reference, level=0.05):
+    """The plain conclusion from compare's results, in three grades.
+
+    AGREE: the reference runs' mean is inside our interval at every step and
+    neither test finds a difference. DIFFER: a two-sample test finds one at
+    the 5% level. Otherwise (outside our interval, no significant test) the
+    reference's own spread, known from only n_reference runs, is what keeps
+    the difference from being significant: NOT SHOWN TO AGREE.
+    """
+    outside = [s for s, r in results.items() if not r[0]]
+    significant = [s for s, r in results.items() if min(r[2], r[3]) < level]
+    direction = ', '.join('%+.3f' % results[s][1] for s in results)
+    steps = '/'.join(str(s) for s in results)
+    detail = ('ours - reference at steps %s: %s; the reference mean is %s; two-sample tests significant at 5%%: %s '
+              '(%d of our seeds, %d reference runs)'
+              % (steps, direction,
+                 'inside our 95%% interval at every step' if not outside
+                 else 'OUTSIDE our 95%% interval at step(s) %s' % ', '.join(map(str, outside)),
+                 ', '.join(map(str, significant)) or 'none', n_ours, n_reference))
+    if significant:
+        return 'Verdict: DIFFER. ' + detail + '.'
+    if not outside:
+        return 'Verdict: AGREE. ' + detail + '.'
+    return ('Verdict: NOT SHOWN TO AGREE (nor to differ). ' + detail + '; with only %d reference runs the '
+            'tests have little power against a difference of this size.' % n_reference)
+
+
+def escape_iteration(train_log, below=2.0):
+    """The first 'Iteration N' line whose post-update loss is below 2: when the run left the
+    initial plateau (about 3.4, a net that barely depends on x). None if never (or no log)."""
+    losses = train_post_losses(train_log)
+    return next((itr for itr in sorted(losses) if losses[itr] < below), None)
+
+
+def main_study(args):
+    if args.check_stream:
+        for line in stream_statistics():
+            print(line)
+        return 0
+    seeds = parse_seeds(args.train or args.seeds)
+    if args.train:
+        total = time.time()
+        for seed in seeds:
+            train(seed, args.logdir.format(seed=seed), args.stream)
+        print('training: %.0f s in all' % (time.time() - total), flush=True)
+        if args.no_test:
+            return 0
+    model = build_test_model()
+    x, y = reference_test_tasks()
+    header = ('%-22s %-21s %-15s %4s   %3s   %-21s %-10s %-9s %s'
+              % ('run', 'median step 1/5/10', 'mean step 1', 'div', 'dvA', 'mean others 1/5/10', 'train post',
+                 'post<2 at', 'dead'))
+    print('\nTest: the reference\'s 600 tasks, 10 inner steps at alpha 0.01, float32 (main.build).')
+    print('div: tasks above MSE 10 at any step 0..10 (the README\'s count); dvA: above 10 after adapting (steps 1..10);')
+    print('train post: mean post-update training loss of the Iteration lines 40000..69000; post<2 at: the first')
+    print('Iteration line with a post-update loss below 2 (the end of the initial plateau); dead: hidden units of')
+    print('layer 1/2 (of 40 each) that are off for every x in [-5, 5] (dead_units).\n')
+    print(header)
+    reference = []
+    for run in REFERENCE_RUNS:
+        directory = os.path.join(args.reference, run)
+        load_checkpoint(model, directory)
+        s = summarize(evaluate_tasks(model, x, y))
+        print(run_line('reference ' + run, s, os.path.join(directory, 'train_log.txt'), dead_units(model)),
+              flush=True)
+        if run == 'run1':
+            wrong = check_reference_run1(s)
+            if wrong:
+                raise SystemExit('our evaluation does not reproduce the reference\'s run1 figures: ' + '; '.join(wrong))
+            print('%-22s (checked: median, mean step 1, divergent count and mean over the others are the '
+                  'reference README\'s to the third decimal)' % '')
+        reference.append(s['median'])
+    for name, medians in THIRD_REFERENCE_MEDIANS.items():
+        print('%-22s %-21s (only the medians are known)' % ('reference ' + name, fmt3(medians)))
+        reference.append(medians)
+    ours = test_group(model, x, y, args.logdir, seeds, 'ours seed %d')
+    other = []
+    if args.versus:
+        other = test_group(model, x, y, args.versus, parse_seeds(args.versus_seeds), args.versus_name + ' seed %d')
+    if len(ours) < 2:
+        print('fewer than two of our runs: no interval')
+        return 0
+    print('\nMean over runs of the per-run median MSE, ours with its 95%% t-interval (t quantile '
+          'computed numerically, df=%d: %.4f):' % (len(ours) - 1, t_quantile(0.975, len(ours) - 1)))
+    lines, results = compare(ours, reference)
+    for line in lines:
+        print(line)
+    print('\n' + verdict(results, len(ours), len(reference)))
+    if len(other) >= 2:
+        print('\nOurs against %s (%s), the same statistics:' % (args.versus_name, args.versus))
+        lines, _ = compare(ours, other, 'ours', args.versus_name)
+        for line in lines:
+            print(line)
+    return 0
+
+
+def test_group(model, x, y, logdir_template, seeds, label):
+    """Test every run of a group trained to 70,000 iterations; print its line; return the medians."""
+    medians = []
+    for seed in seeds:
+        logdir = logdir_template.format(seed=seed)
+        exp_dir = experiment_dir(logdir)
+        if last_iteration(exp_dir) < ITERATIONS - 1:
+            print('%-22s not trained to %d iterations (%s); left out' % (label % seed, ITERATIONS, exp_dir))
+            continue
+        load_checkpoint(model, exp_dir)
+        s = summarize(evaluate_tasks(model, x, y))
+        print(run_line(label % seed, s, os.path.join(logdir, 'train_log.txt'), dead_units(model)), flush=True)
+        medians.append(s['median'])
+    return medians
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--train', metavar='SEEDS', help='train these seeds (e.g. 0-9) to 70,000 iterations '
+                        'where not done yet, then evaluate them')
+    parser.add_argument('--seeds', metavar='SEEDS', default='0-9', help='seeds to evaluate without training '
+                        '(default 0-9; ignored with --train)')
+    parser.add_argument('--logdir', default=DEFAULT_LOGDIR, help='run folder per seed; {seed} is replaced '
+                        '(default %s)' % DEFAULT_LOGDIR.replace('%', '%%'))
+    parser.add_argument('--stream', choices=('ours', 'global'), default='ours',
+                        help='task stream of the training runs: ours (main.py as is) or global (one numpy stream '
+                        'in the reference\'s order, see global_stream_generate; give it its own --logdir)')
+    parser.add_argument('--versus', metavar='LOGDIR', help='a second group of runs (run folders, {seed} replaced), '
+                        'tested and compared with ours, e.g. the --stream=global runs')
+    parser.add_argument('--versus-seeds', metavar='SEEDS', default='0-9', help='seeds of the --versus group')
+    parser.add_argument('--versus-name', default='global', help='name of the --versus group in the output')
+    parser.add_argument('--check-stream', action='store_true', help='only describe our training task stream '
+                        'against SPEC.md\'s distributions (stream_statistics) and exit')
+    parser.add_argument('--no-test', action='store_true', help='with --train: train only, compare later')
+    parser.add_argument('--reference', default=REFERENCE_DIR, help='folder holding the reference\'s run1/, run2/')
+    return parser.parse_args(argv)
+
+
+if __name__ == '__main__':
+    if sys.argv[1:2] == [GLOBAL_STREAM_MODE]:
+        run_main_with_global_stream(sys.argv[2:])
+    else:
+        sys.exit(main_study(parse_args(sys.argv[1:])))

@@ -1,0 +1,197 @@
+"""Fast checks of sinusoid_study.py: the reference's test-task recipe, the statistics,
+and (when the reference's runs are present) that our evaluation of its run1
+checkpoint gives its own per-task test MSEs."""
+import math
+import os
+import pickle
+import random
+
+import numpy as np
+import pytest
+
+import sinusoid_study as study
+
+RUN1 = os.path.join(study.REFERENCE_DIR, 'run1')
+
+
+## The test-task recipe ---------------------------------------------------------------------------
+
+def test_tasks_are_deterministic_shaped_and_float32():
+    x, y = study.reference_test_tasks()
+    x2, y2 = study.reference_test_tasks()
+    assert x.shape == y.shape == (600, 10, 1)
+    assert x.dtype == y.dtype == np.float32
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    assert x.min() >= -5 and x.max() <= 5
+    assert np.abs(y).max() <= 5.0
+
+
+def test_tasks_follow_the_recipe_amp_phase_then_x_from_numpy_seed_1():
+    """Task 0 and task 1 redrawn by hand: amp, phase, then 10 inputs, in that order."""
+    rs = np.random.RandomState(1)
+    x, y = study.reference_test_tasks(num_tasks=2)
+    for i in range(2):
+        amp, phase = rs.uniform(0.1, 5.0, [1]), rs.uniform(0, np.pi, [1])
+        xi = rs.uniform(-5.0, 5.0, [10, 1])
+        np.testing.assert_array_equal(x[i], xi.astype(np.float32))
+        np.testing.assert_array_equal(y[i], (amp * np.sin(xi - phase)).astype(np.float32))
+    # the first draws differ from another seed's: the seed really is 1
+    assert not np.allclose(x[0], np.random.RandomState(0).uniform(-5, 5, [12, 1])[2:])
+
+
+def test_tasks_leave_the_global_random_state_alone():
+    np.random.seed(123)
+    random.seed(123)
+    expected_np, expected_py = np.random.RandomState(123).uniform(), random.Random(123).random()
+    study.reference_test_tasks(num_tasks=3)
+    assert np.random.uniform() == expected_np
+    assert random.random() == expected_py
+
+
+def test_support_is_the_first_five_points_and_query_the_last_five():
+    x, y = study.reference_test_tasks(num_tasks=4)
+    inputa, inputb, labela, labelb = study.task_batch(x, y, 3)
+    for part in (inputa, inputb, labela, labelb):
+        assert part.shape == (1, 5, 1)
+    np.testing.assert_array_equal(inputa[0], x[3, :5])
+    np.testing.assert_array_equal(inputb[0], x[3, 5:])
+    np.testing.assert_array_equal(labela[0], y[3, :5])
+    np.testing.assert_array_equal(labelb[0], y[3, 5:])
+
+
+def test_global_stream_draws_amplitudes_phases_then_each_functions_inputs_from_numpy():
+    """The reference-like training stream of the --stream=global experiment."""
+    from data_generator import DataGenerator
+    gen = DataGenerator(10, 3, datasource='sinusoid', seed=0)
+    state = np.random.get_state()
+    try:
+        np.random.seed(7)
+        inputs, outputs, amp, phase = study.global_stream_generate(gen, True, 0)
+        second = study.global_stream_generate(gen, True, 0)[0]
+    finally:
+        np.random.set_state(state)
+    rs = np.random.RandomState(7)
+    want_amp, want_phase = rs.uniform(0.1, 5.0, [3]), rs.uniform(0, np.pi, [3])
+    want_x = np.stack([rs.uniform(-5, 5, [10, 1]) for _ in range(3)])
+    np.testing.assert_array_equal(amp, want_amp)
+    np.testing.assert_array_equal(phase, want_phase)
+    np.testing.assert_array_equal(inputs, want_x.astype(np.float32))
+    np.testing.assert_array_equal(outputs, (want_amp[:, None, None] * np.sin(want_x - want_phase[:, None, None])).astype(np.float32))
+    assert inputs.shape == (3, 10, 1) and not np.array_equal(second, inputs)  # the stream moves on; index is ignored
+
+
+def test_ks_uniform_known_value():
+    # D = max over the steps of the empirical CDF = 7/30 for [0.1, 0.5, 0.9]; times sqrt(3)
+    assert study.ks_uniform([0.1, 0.5, 0.9], 0, 1) == pytest.approx(7 / 30 * math.sqrt(3))
+    assert study.ks_uniform([1.0, 1.0, 1.0], 0, 10) > 1.36  # far from uniform
+
+
+def test_stream_statistics_of_a_short_stream():
+    lines = study.stream_statistics(seed=0, batches=50)
+    assert len(lines) == 5 and 'amplitude' in lines[1] and 'phase' in lines[2]
+
+
+## Per-run figures -------------------------------------------------------------------------------------
+
+def test_summarize_counts_divergence_at_any_step_and_ranks_nan_last():
+    mses = np.full((5, 11), 0.5)
+    mses[:, 1] = [0.1, 0.2, 0.3, 0.4, 0.5]
+    mses[0, 0] = 12.0        # large pre-update support loss only: "divergent" by the README's count
+    mses[1, 7:] = np.nan     # diverged after adapting
+    mses[1, 10] = np.inf
+    s = study.summarize(mses)
+    assert s['divergent'] == 2
+    assert s['diverged'] == 1
+    assert s['median'][2] == 0.5           # step 10 median with the nan/inf task counted as the worst
+    assert s['mean_others'][0] == pytest.approx(0.4)  # tasks 2..4 at step 1
+    assert s['mean1'] == pytest.approx(0.3)
+
+
+def test_parse_seeds():
+    assert study.parse_seeds('0-3,7,5-5') == [0, 1, 2, 3, 5, 7]
+
+
+## Statistics against tabulated values ---------------------------------------------------------------
+
+@pytest.mark.parametrize('df, expected', [(1, 12.706205), (2, 4.302653), (4, 2.776445),
+                                          (9, 2.262157), (19, 2.093024), (30, 2.042272)])
+def test_t_quantile_matches_the_tables(df, expected):
+    assert study.t_quantile(0.975, df) == pytest.approx(expected, abs=2e-6)
+
+
+def test_t_cdf_known_values():
+    assert study.t_cdf(0.0, 3) == 0.5
+    assert study.t_cdf(2.0, 5) == pytest.approx(0.9490303, abs=1e-7)
+    assert study.t_cdf(-2.0, 5) == pytest.approx(1 - 0.9490303, abs=1e-7)
+    assert study.t_cdf(1.0, 1) == pytest.approx(0.75, abs=1e-9)  # Cauchy: 1/2 + atan(1)/pi
+
+
+def test_t_interval_arithmetic():
+    mean, half = study.t_interval([1, 2, 3, 4, 5])
+    assert mean == 3.0
+    # t(0.975, 4) * sd / sqrt(n) = 2.776445 * sqrt(2.5) / sqrt(5)
+    assert half == pytest.approx(2.776445 * math.sqrt(2.5 / 5), abs=1e-5)
+
+
+def test_welch_known_example():
+    t, df, p = study.welch([1, 2, 3, 4, 5], [2, 4, 6])
+    assert t == pytest.approx(-0.738549, abs=1e-6)
+    assert df == pytest.approx(3.532847, abs=1e-6)
+    assert p == pytest.approx(0.506214, abs=1e-5)
+
+
+def test_welch_difference_interval():
+    diff, half = study.welch_difference([1, 2, 3, 4, 5], [2, 4, 6])
+    assert diff == -1.0
+    # t(0.975, df=3.532847) * sqrt(2.5/5 + 4/3) = 2.927405 * 1.354006
+    assert half == pytest.approx(3.963726, abs=1e-5)
+
+
+def test_verdict_grades():
+    inside = {1: (True, 0.01, 0.5, 0.6), 5: (True, 0.0, 0.9, 0.9), 10: (True, -0.01, 0.4, 0.5)}
+    assert study.verdict(inside, 10, 3).startswith('Verdict: AGREE')
+    outside = {**inside, 5: (False, 0.03, 0.07, 0.1)}
+    text = study.verdict(outside, 10, 3)
+    assert text.startswith('Verdict: NOT SHOWN TO AGREE') and 'OUTSIDE our 95% interval at step(s) 5' in text
+    significant = {**outside, 10: (True, 0.02, 0.2, 0.04)}  # the permutation test alone is enough
+    assert study.verdict(significant, 10, 3).startswith('Verdict: DIFFER')
+
+
+def test_permutation_p_counts_every_relabelling():
+    # 56 ways to pick 3 of 8; |difference of means| >= the observed 0.0335 in 9 of them (listed by an
+    # independent enumeration when the test was written: the observed split, 4 more splits with three
+    # of the larger values in b and 4 with three of the smaller ones)
+    a = np.array([0.367, 0.377, 0.362, 0.327, 0.308])
+    b = np.array([0.300, 0.307, 0.337])
+    assert study.permutation_p(a, b) == pytest.approx(9 / 56)
+    assert study.permutation_p(np.array([1.0, 2, 3, 4, 5]), np.array([10.0, 11, 12])) == pytest.approx(1 / 56)
+    # (only the observed split is that extreme: b = [1, 2, 3] gives |2 - 8.4| = 6.4 < 8)
+
+
+def test_permutation_p_samples_when_there_are_too_many_relabellings():
+    a = np.array([0.367, 0.377, 0.362, 0.327, 0.308])
+    b = np.array([0.300, 0.307, 0.337])
+    assert study.permutation_p(a, b, exact_limit=10, samples=20000) == pytest.approx(9 / 56, abs=0.01)
+    # 20 against 10, far apart: C(30, 10) relabellings are too many to count, the estimate is at its floor
+    far = study.permutation_p(np.arange(20.0), np.arange(10.0) + 100, samples=2000)
+    assert far == pytest.approx(1 / 2001)
+
+
+## Against the reference's own test outputs --------------------------------------------------------------
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(RUN1, study.REFERENCE_PKL)),
+                    reason='the reference\'s sinusoid runs are not at %s' % RUN1)
+def test_run1_checkpoint_gives_the_reference_per_task_mses_on_its_first_50_tasks():
+    """The tasks, the loading and the 10-step evaluation at once: a wrong task recipe, a wrong
+    split or a wrongly loaded weight would be far off the reference's own figures."""
+    model = study.build_test_model()
+    choice = study.load_checkpoint(model, RUN1)
+    assert 'reference' in choice
+    x, y = study.reference_test_tasks(num_tasks=50)
+    got = study.evaluate_tasks(model, x, y)
+    with open(os.path.join(RUN1, study.REFERENCE_PKL), 'rb') as f:
+        expected = np.asarray(pickle.load(f)['mses'])[:50]
+    assert got.shape == expected.shape == (50, 11)
+    # float32 rounding of the same computation: measured at most 7e-6 relative
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
