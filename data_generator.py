@@ -113,13 +113,23 @@ def load_classes(folders, extension, cache_path=None, progress=True):
 
 
 def write_cache(cache_path, images, key):
-    """Write the cache atomically: a crash never leaves a cache that loads wrong."""
-    tmp = cache_path + '.tmp.npy'
+    """Write the cache atomically: a crash never leaves a cache that loads wrong.
+
+    Temporary names carry the process id, so two runs that rebuild the same
+    cache at once (two trainings started together) do not take each other's
+    file. The fingerprint goes last: a reader that sees it sees the array too.
+    """
+    tmp = '%s.%d.tmp.npy' % (cache_path, os.getpid())
     np.save(tmp, images)
+    try:
+        os.remove(cache_path + '.json')
+    except FileNotFoundError:
+        pass
     os.replace(tmp, cache_path)
-    with open(cache_path + '.json.tmp', 'w') as f:
+    tmp_json = '%s.json.%d.tmp' % (cache_path, os.getpid())
+    with open(tmp_json, 'w') as f:
         json.dump({'fingerprint': key, 'shape': list(images.shape)}, f)
-    os.replace(cache_path + '.json.tmp', cache_path + '.json')
+    os.replace(tmp_json, cache_path + '.json')
 
 
 ## Splits ---------------------------------------------------------------------------------------

@@ -9,10 +9,14 @@ import zipfile
 import numpy as np
 import pytest
 
+import data_generator
 import main
 from conftest import SHARED
 from data_generator import DataGenerator, omniglot_split, sample_task
+from synthetic import make_omniglot
 from utils import confidence_summary
+
+load_class_images_unpatched = data_generator.load_class_images
 
 
 def flags(**kw):
@@ -369,3 +373,56 @@ def test_cpu_kernels_chosen_per_data_set_and_mode(monkeypatch, datasource, train
     monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', '1')
     main.choose_cpu_kernels(datasource, train)
     assert os.environ['TF_ENABLE_ONEDNN_OPTS'] == '1'
+
+
+## The image cache -----------------------------------------------------------------------------
+
+def cached_folders(tmp_path):
+    root = make_omniglot(str(tmp_path), alphabets=1, characters=3, drawings=4)
+    alphabet = os.path.join(root, 'omniglot_resized', 'Alphabet_00')
+    return sorted(os.path.join(alphabet, c) for c in os.listdir(alphabet)), str(tmp_path / 'images.cache.npy')
+
+
+def test_cache_is_used_and_rebuilt_when_stale_or_corrupt(tmp_path, monkeypatch):
+    folders, cache = cached_folders(tmp_path)
+    images = data_generator.load_classes(folders, '.png', cache, progress=False)
+    reads = []
+
+    def counting(*args):
+        reads.append(args)
+        return load_class_images_unpatched(*args)
+
+    monkeypatch.setattr(data_generator, 'load_class_images', counting)
+    np.testing.assert_array_equal(data_generator.load_classes(folders, '.png', cache, progress=False), images)
+    assert reads == []  # served from the cache
+    with open(cache, 'r+b') as f:  # corrupt the array
+        f.truncate(100)
+    np.testing.assert_array_equal(data_generator.load_classes(folders, '.png', cache, progress=False), images)
+    assert len(reads) == len(folders)
+    first = os.path.join(folders[0], sorted(os.listdir(folders[0]))[0])
+    os.utime(first, ns=(1, 1))  # a changed file makes the cache stale
+    np.testing.assert_array_equal(data_generator.load_classes(folders, '.png', cache, progress=False), images)
+    assert len(reads) == 2 * len(folders)
+
+
+def test_two_processes_rebuilding_one_cache_at_once(tmp_path, monkeypatch):
+    """Two runs started together both rebuild the cache; the second finishes
+    while the first is writing. Both must end with the right array."""
+    folders, cache = cached_folders(tmp_path)
+    images = np.stack([load_class_images_unpatched(f, '.png') for f in folders])
+    real_save, real_getpid = np.save, os.getpid
+    state = {'pid': 1000, 'nested': False}
+    monkeypatch.setattr(os, 'getpid', lambda: state['pid'])
+
+    def save_with_a_second_writer(path, array):
+        real_save(path, array)
+        if not state['nested']:
+            state['nested'], state['pid'] = True, 1001
+            data_generator.write_cache(cache, array, 'key')
+            state['pid'] = 1000
+
+    monkeypatch.setattr(np, 'save', save_with_a_second_writer)
+    data_generator.write_cache(cache, images, 'key')
+    monkeypatch.setattr(os, 'getpid', real_getpid)
+    np.testing.assert_array_equal(np.load(cache), images)
+    assert sorted(os.listdir(tmp_path)) == ['images.cache.npy', 'images.cache.npy.json', 'omniglot_resized']
