@@ -7,6 +7,7 @@ reference's runs.
 
     python sinusoid_study.py --train 0-9          # train the missing seeds, one after another, then compare
     python sinusoid_study.py --seeds 0-9          # compare only (no training)
+    python sinusoid_study.py --seeds 0-9 --curves # the training curves beside the reference's (no test)
 
 Why this shape:
 - The test tasks are rebuilt from the reference's recipe instead of taken
@@ -190,6 +191,34 @@ def train_post_losses(train_log):
             if m:
                 losses[int(m.group(1))] = float(m.group(3))
     return losses
+
+
+CURVE_SEGMENTS = [(1000, 1000), (2000, 2000), (3000, 5000), (6000, 10000), (11000, 20000), (21000, 30000),
+                  (31000, 40000), (41000, 50000), (51000, 60000), (61000, 69000)]
+
+
+def curve_lines(groups, references):
+    """The training curves side by side: per stretch of iterations, the mean post-update loss of
+    the 'Iteration N' lines, for each group of our runs (mean [min, max] over runs) and for each
+    reference run. groups: {name: [train_log, ...]}; references: {name: train_log}."""
+    curves = {name: [train_post_losses(p) for p in logs] for name, logs in groups.items()}
+    ref_curves = {name: train_post_losses(p) for name, p in references.items()}
+
+    def stretch(losses, lo, hi):
+        values = [v for itr, v in losses.items() if lo <= itr <= hi]
+        return float(np.mean(values)) if values else float('nan')
+
+    header = '%-13s' % 'iterations' + ''.join('  %-27s' % ('%s (%d runs)' % (n, len(c))) for n, c in curves.items())
+    header += ''.join('  %-7s' % n for n in ref_curves)
+    lines = ['Post-update training loss, mean of the Iteration lines in each stretch:', header]
+    for lo, hi in CURVE_SEGMENTS:
+        line = '%-13s' % ('%d-%d' % (lo, hi) if lo != hi else str(lo))
+        for runs in curves.values():
+            v = np.array([stretch(r, lo, hi) for r in runs])
+            line += '  %-27s' % ('%.3f [%.3f, %.3f]' % (v.mean(), v.min(), v.max()) if len(v) else '-')
+        line += ''.join('  %-7s' % ('%.3f' % stretch(r, lo, hi)) for r in ref_curves.values())
+        lines.append(line)
+    return lines
 
 
 def late_train_loss(train_log, first=40000):
@@ -509,23 +538,52 @@ def compare(ours, reference, name_a='ours', name_b='reference'):
     return lines, results
 
 
+def paired_t(differences):
+    """(mean, 95% half-width, two-sided p) of paired differences (Student t, n - 1 df)."""
+    d = np.asarray(differences, dtype=np.float64)
+    n = len(d)
+    se = d.std(ddof=1) / math.sqrt(n)
+    t = d.mean() / se
+    return float(d.mean()), float(t_quantile(0.975, n - 1) * se), float(2 * (1 - t_cdf(abs(t), n - 1)))
+
+
+def paired_lines(ours, other, name):
+    """Runs of the same seed in both groups share their initial weights (MAML's own generator),
+    so a paired comparison removes what the initial weights contribute to a run's outcome."""
+    common = sorted(set(ours) & set(other))
+    if len(common) < 3:
+        return []
+    lines = ['Paired by seed (same initial weights, %d pairs):' % len(common)]
+    for j, step in enumerate(REPORT_STEPS):
+        a = np.array([ours[s][j] for s in common])
+        b = np.array([other[s][j] for s in common])
+        mean, half, p = paired_t(a - b)
+        lines.append('step %-2d ours - %s %+.3f [%+.3f, %+.3f], paired t p=%.3f; correlation of the pairs %.2f'
+                     % (step, name, mean, mean - half, mean + half, p, np.corrcoef(a, b)[0, 1]))
+    return lines
+
+
 def verdict(results, n_ours, n_reference, level=0.05):
     """The plain conclusion from compare's results, in three grades.
 
     AGREE: the reference runs' mean is inside our interval at every step and
-    neither test finds a difference. DIFFER: a two-sample test finds one at
-    the 5% level. Otherwise (outside our interval, no significant test) the
-    reference's own spread, known from only n_reference runs, is what keeps
-    the difference from being significant: NOT SHOWN TO AGREE.
+    no step differs significantly. DIFFER: at some step both two-sample tests
+    find a difference at the 5% level. Both, because each is weak on its own
+    with 3 reference runs: Welch's test leans on normality and on a variance
+    estimated from 3 values, the permutation test assumes nothing but cannot
+    go below p = 0.1 with 3 runs against 3. (No correction for testing 3
+    steps: the steps' medians move together.) Otherwise: NOT SHOWN TO AGREE,
+    nor to differ -- the reference's own spread, known from n_reference runs,
+    is what keeps the difference from being significant.
     """
     outside = [s for s, r in results.items() if not r[0]]
-    significant = [s for s, r in results.items() if min(r[2], r[3]) < level]
+    significant = [s for s, r in results.items() if max(r[2], r[3]) < level]
     direction = ', '.join('%+.3f' % results[s][1] for s in results)
     steps = '/'.join(str(s) for s in results)
-    detail = ('ours - reference at steps %s: %s; the reference mean is %s; two-sample tests significant at 5%%: %s '
-              '(%d of our seeds, %d reference runs)'
+    detail = ('ours - reference at steps %s: %s; the reference mean is %s; steps where Welch and the '
+              'permutation test both find a difference at 5%%: %s (%d of our seeds, %d reference runs)'
               % (steps, direction,
-                 'inside our 95%% interval at every step' if not outside
+                 'inside our 95% interval at every step' if not outside
                  else 'OUTSIDE our 95%% interval at step(s) %s' % ', '.join(map(str, outside)),
                  ', '.join(map(str, significant)) or 'none', n_ours, n_reference))
     if significant:
@@ -549,6 +607,14 @@ def main_study(args):
             print(line)
         return 0
     seeds = parse_seeds(args.train or args.seeds)
+    if args.curves:
+        groups = {'ours': trained_logs(args.logdir, seeds, 'ours')}
+        if args.versus:
+            groups[args.versus_name] = trained_logs(args.versus, parse_seeds(args.versus_seeds), args.versus_name)
+        references = {run: os.path.join(args.reference, run, 'train_log.txt') for run in REFERENCE_RUNS}
+        for line in curve_lines(groups, references):
+            print(line)
+        return 0
     if args.train:
         total = time.time()
         for seed in seeds:
@@ -585,7 +651,7 @@ def main_study(args):
         print('%-22s %-21s (only the medians are known)' % ('reference ' + name, fmt3(medians)))
         reference.append(medians)
     ours = test_group(model, x, y, args.logdir, seeds, 'ours seed %d')
-    other = []
+    other = {}
     if args.versus:
         other = test_group(model, x, y, args.versus, parse_seeds(args.versus_seeds), args.versus_name + ' seed %d')
     if len(ours) < 2:
@@ -593,21 +659,36 @@ def main_study(args):
         return 0
     print('\nMean over runs of the per-run median MSE, ours with its 95%% t-interval (t quantile '
           'computed numerically, df=%d: %.4f):' % (len(ours) - 1, t_quantile(0.975, len(ours) - 1)))
-    lines, results = compare(ours, reference)
+    lines, results = compare(list(ours.values()), reference)
     for line in lines:
         print(line)
     print('\n' + verdict(results, len(ours), len(reference)))
     if len(other) >= 2:
         print('\nOurs against %s (%s), the same statistics:' % (args.versus_name, args.versus))
-        lines, _ = compare(ours, other, 'ours', args.versus_name)
+        lines, _ = compare(list(ours.values()), list(other.values()), 'ours', args.versus_name)
         for line in lines:
+            print(line)
+        for line in paired_lines(ours, other, args.versus_name):
             print(line)
     return 0
 
 
+def trained_logs(logdir_template, seeds, label):
+    """The train_log.txt of every run of a group trained to 70,000 iterations (as test_group
+    selects them); the others are named on stdout and left out."""
+    logs = []
+    for seed in seeds:
+        logdir = logdir_template.format(seed=seed)
+        if last_iteration(experiment_dir(logdir)) < ITERATIONS - 1:
+            print('%s seed %d: not trained to %d iterations (%s); left out' % (label, seed, ITERATIONS, logdir))
+        else:
+            logs.append(os.path.join(logdir, 'train_log.txt'))
+    return logs
+
+
 def test_group(model, x, y, logdir_template, seeds, label):
-    """Test every run of a group trained to 70,000 iterations; print its line; return the medians."""
-    medians = []
+    """Test every run of a group trained to 70,000 iterations; print its line; return {seed: medians}."""
+    medians = {}
     for seed in seeds:
         logdir = logdir_template.format(seed=seed)
         exp_dir = experiment_dir(logdir)
@@ -617,7 +698,7 @@ def test_group(model, x, y, logdir_template, seeds, label):
         load_checkpoint(model, exp_dir)
         s = summarize(evaluate_tasks(model, x, y))
         print(run_line(label % seed, s, os.path.join(logdir, 'train_log.txt'), dead_units(model)), flush=True)
-        medians.append(s['median'])
+        medians[seed] = s['median']
     return medians
 
 
@@ -638,6 +719,8 @@ def parse_args(argv):
     parser.add_argument('--versus-name', default='global', help='name of the --versus group in the output')
     parser.add_argument('--check-stream', action='store_true', help='only describe our training task stream '
                         'against SPEC.md\'s distributions (stream_statistics) and exit')
+    parser.add_argument('--curves', action='store_true', help='only print the training curves of --seeds '
+                        '(and --versus) beside the reference runs\' (curve_lines) and exit')
     parser.add_argument('--no-test', action='store_true', help='with --train: train only, compare later')
     parser.add_argument('--reference', default=REFERENCE_DIR, help='folder holding the reference\'s run1/, run2/')
     return parser.parse_args(argv)

@@ -148,14 +148,67 @@ def test_welch_difference_interval():
     assert half == pytest.approx(3.963726, abs=1e-5)
 
 
+def test_paired_t_known_example():
+    # differences 1..5: mean 3, sd sqrt(2.5), t = 3 / (sqrt(2.5) / sqrt(5)) = 4.2426 on 4 df
+    mean, half, p = study.paired_t([1, 2, 3, 4, 5])
+    assert mean == 3.0
+    assert half == pytest.approx(2.776445 * math.sqrt(2.5 / 5), abs=1e-5)
+    assert p == pytest.approx(0.013236, abs=1e-5)
+
+
+def test_paired_lines_pair_by_seed():
+    # seeds 0, 1, 2 in both groups (5 and 7 unpaired, and listed first or last so that pairing by
+    # position would pair the wrong runs); step-1 differences 0.01, 0.02, 0.03: mean 0.02, sd 0.01,
+    # t = 0.02 / (0.01 / sqrt(3)) = 2 sqrt(3) on 2 df, where P(T <= t) = 1/2 + t / (2 sqrt(2 + t^2)):
+    # p = 1 - sqrt(12 / 14) = 0.0742; half-width t(0.975, 2) 0.01 / sqrt(3) = 4.302653 * 0.0057735 = 0.0248
+    ours = {5: (9.0, 9.0, 9.0), 0: (0.31, 0.20, 0.10), 1: (0.34, 0.20, 0.12), 2: (0.36, 0.21, 0.14)}
+    other = {0: (0.30, 0.19, 0.11), 1: (0.32, 0.18, 0.10), 2: (0.33, 0.20, 0.12), 7: (0.0, 0.0, 0.0)}
+    lines = study.paired_lines(ours, other, 'global')
+    assert lines[0] == 'Paired by seed (same initial weights, 3 pairs):'
+    assert len(lines) == 1 + len(study.REPORT_STEPS)
+    assert lines[1].startswith('step 1  ours - global +0.020 [-0.005, +0.045], paired t p=0.074;')
+    # step 5: differences 0.01, 0.02, 0.01; step 10: -0.01, 0.02, 0.02
+    assert lines[2].startswith('step 5  ours - global +0.013 ')
+    assert lines[3].startswith('step 10 ours - global +0.010 ')
+    assert study.paired_lines({0: (1, 1, 1), 1: (1, 1, 1)}, {0: (1, 1, 1), 1: (2, 2, 2)}, 'x') == []
+
+
+def write_train_log(path, post):
+    """A train_log.txt in main.py's format, 'Iteration N: pre, post' every 1000 iterations."""
+    with open(path, 'w') as f:
+        f.write('Done initializing, starting training.\n')
+        for itr in range(1000, 70000, 1000):
+            f.write('Iteration %d: %r, %r\n' % (itr, 3.0, post(itr)))
+
+
+def test_curve_lines_mean_per_stretch(tmp_path):
+    a, b, ref = tmp_path / 'a.txt', tmp_path / 'b.txt', tmp_path / 'ref.txt'
+    write_train_log(a, lambda itr: itr / 1000)       # 1, 2, ..., 69
+    write_train_log(b, lambda itr: 2 * itr / 1000)   # 2, 4, ..., 138
+    write_train_log(ref, lambda itr: 0.5)
+    lines = study.curve_lines({'ours': [str(a), str(b)], 'empty': []}, {'run1': str(ref)})
+    assert len(lines) == 2 + len(study.CURVE_SEGMENTS)
+    assert 'ours (2 runs)' in lines[1] and 'empty (0 runs)' in lines[1] and 'run1' in lines[1]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    # 1000 alone: a 1, b 2; 3000-5000: a mean 4, b mean 8; 61000-69000: a 65, b 130
+    assert rows['1000'][1:4] == ['1.500', '[1.000,', '2.000]']
+    assert rows['3000-5000'][1:4] == ['6.000', '[4.000,', '8.000]']
+    assert rows['61000-69000'][1:4] == ['97.500', '[65.000,', '130.000]']
+    assert all(row[4] == '-' and row[5] == '0.500' for row in rows.values())  # the empty group, the reference
+
+
 def test_verdict_grades():
     inside = {1: (True, 0.01, 0.5, 0.6), 5: (True, 0.0, 0.9, 0.9), 10: (True, -0.01, 0.4, 0.5)}
     assert study.verdict(inside, 10, 3).startswith('Verdict: AGREE')
+    assert 'inside our 95% interval at every step;' in study.verdict(inside, 10, 3)
     outside = {**inside, 5: (False, 0.03, 0.07, 0.1)}
     text = study.verdict(outside, 10, 3)
     assert text.startswith('Verdict: NOT SHOWN TO AGREE') and 'OUTSIDE our 95% interval at step(s) 5' in text
-    significant = {**outside, 10: (True, 0.02, 0.2, 0.04)}  # the permutation test alone is enough
-    assert study.verdict(significant, 10, 3).startswith('Verdict: DIFFER')
+    one_test = {**outside, 10: (True, 0.02, 0.2, 0.04)}  # one test alone is not enough
+    assert study.verdict(one_test, 10, 3).startswith('Verdict: NOT SHOWN TO AGREE')
+    both = {**outside, 10: (True, 0.02, 0.03, 0.04)}
+    assert study.verdict(both, 10, 3).startswith('Verdict: DIFFER')
+    assert study.verdict({**inside, 1: (True, 0.02, 0.01, 0.02)}, 10, 3).startswith('Verdict: DIFFER')
 
 
 def test_permutation_p_counts_every_relabelling():
