@@ -4,6 +4,7 @@
     taskset -c 0 python benchmark.py --configs omniglot_5w1s --orders second --steps 10
     python benchmark.py --configs tiny --steps 2 --warmup 1 --eval_tasks 2   # smoke test
     python benchmark.py --configs none --eval_configs none --kernels all     # conv kernels, layer by layer
+    python benchmark.py --replicas 2 --orders second --steps 5 --warmup 2    # tf.distribute, and the projection
 
 What is timed. For each configuration (the paper's hyperparameters: meta-batch
 size, K, N, inner steps, filters, max pooling, 15 queries per class for
@@ -45,6 +46,18 @@ issue reports them; "speedup" is reference time / our time (a range when the
 reference's is a range). If this benchmark runs on fewer cores than the
 reference figures (taskset), the speedups are understated.
 
+--replicas N times the step under tf.distribute.MultiWorkerMirroredStrategy:
+N worker processes on this host (TF_CONFIG on free localhost ports), worker i
+pinned to core i of this run's cores, each running its meta_batch_size / N
+tasks; and, in the same workers, the all-reduce of the model's variables
+alone (the meta-gradient's size). Beside them, one process pinned to the
+first core runs the share of 1, 2, 4, 8 and 16 workers (meta_batch_size / k
+tasks) without a strategy. The projection for k workers of one core each is
+share(k) + (k - 1) x cost, where cost = (N-worker step) - share(N) is what
+distributing measurably added at N workers, scaled by the k - 1 sequential
+steps of each half of a ring all-reduce: measured here, over localhost,
+projected to k; a real network's latency comes on top.
+
 TensorFlow's CPU kernels use as many threads as the process may use cores:
 run under `taskset -c 0` for one core. The header prints the cores, the
 oneDNN setting and the machine. --onednn on/off sets TF_ENABLE_ONEDNN_OPTS in
@@ -54,10 +67,12 @@ have no gradient, the step falls back to one convolution per task, and the
 row says so.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -236,6 +251,19 @@ def kernel_rates(tf, flags, tasks, images, repeats):
     return rows
 
 
+def allreduce_times(tf, strategy, variables, count):
+    """Seconds of each of count all-reduces (sums) of tensors shaped as the variables, alone."""
+    values = [tf.ones(v.shape) for v in variables]
+    context = tf.distribute.get_replica_context
+
+    @tf.function
+    def allreduce():
+        summed = strategy.run(lambda: context().all_reduce(tf.distribute.ReduceOp.SUM, values))
+        return strategy.experimental_local_results(summed)[0][0]
+    timed_calls(lambda: allreduce().numpy(), 3)
+    return timed_calls(lambda: allreduce().numpy(), max(count, 10))
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -243,6 +271,8 @@ def peak_rss_mb():
 def worker(job):
     """Run one job (a dict) and return its results (a dict); TensorFlow is imported here."""
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    if 'cpu' in job:  # before TensorFlow sizes its thread pools
+        os.sched_setaffinity(0, {job['cpu']})
     sys.path.insert(0, REPO)
     import numpy as np
     from main import choose_cpu_kernels
@@ -253,6 +283,7 @@ def worker(job):
     result = {}
     flags, tasks, k_support, k_query = CONFIGS[job['config']]
     flags = dict(flags)
+    tasks = job.get('tasks', tasks)
     evaluation = job['mode'] == 'eval'
     if evaluation:
         tasks, k_query, recorded = 1, flags['update_batch_size'], TEST_NUM_UPDATES  # main.py test: 2K per class
@@ -261,7 +292,9 @@ def worker(job):
         flags['stop_grad'] = job['mode'] == 'first'
     config = ModelConfig(**flags)
     dim_input, dim_output = dims(flags)
-    model = MAML(dim_input, dim_output, test_num_updates=recorded, config=config, dtype=tf.float32, seed=0)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if job.get('distribute') else None
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = MAML(dim_input, dim_output, test_num_updates=recorded, config=config, dtype=tf.float32, seed=0)
     rng = np.random.default_rng(0)
     batches = [[tf.constant(x) for x in synthetic_batch(flags, tasks, k_support, k_query, rng)]
                for _ in range(4)]
@@ -276,6 +309,12 @@ def worker(job):
         result['flops'], result['ops'] = count_flops(model.traced_graph('metatrain', batches[0]))
         result['ceiling_gflops'] = matmul_ceiling(tf)
         return result
+    if strategy is not None:
+        timed(lambda: model.metatrain_step(batch()), job['warmup'])
+        result['times'] = timed(lambda: model.metatrain_step(batch()), job['steps'])
+        result['allreduce_times'] = allreduce_times(tf, strategy, model.variables_list, job['steps'])
+        result['allreduce_bytes'] = sum(v.shape.num_elements() * 4 for v in model.variables_list)
+        return result
     if evaluation:
         def step():
             return model.evaluate(batch(), TEST_NUM_UPDATES)
@@ -285,6 +324,8 @@ def worker(job):
     else:
         timed(lambda: model.metatrain_step(batch()), job['warmup'])
         result['times'] = timed(lambda: model.metatrain_step(batch()), job['steps'])
+        if job.get('share_only'):  # --replicas: the step time is all that is used
+            return result
         result['flops'], result['ops'] = count_flops(model.traced_graph('metatrain', batches[0]))
         if model.num_steps > config.num_updates:  # report iterations record all steps
             timed(lambda: model.metatrain_step(batch(), model.num_steps), 1)
@@ -303,21 +344,127 @@ def worker(job):
 
 ## The driver -----------------------------------------------------------------------------------
 
-def run_job(job, onednn, timeout):
+def job_env(onednn):
     env = dict(os.environ)
     env['TF_CPP_MIN_LOG_LEVEL'] = '3'
     if onednn != 'default':
         env['TF_ENABLE_ONEDNN_OPTS'] = '1' if onednn == 'on' else '0'
-    cmd = [sys.executable, os.path.abspath(__file__), '--worker', json.dumps(job)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
-    except subprocess.TimeoutExpired:
-        return {'error': 'timed out after %d s' % timeout}
-    for line in reversed(proc.stdout.splitlines()):
+    return env
+
+
+def worker_command(job):
+    return [sys.executable, os.path.abspath(__file__), '--worker', json.dumps(job)]
+
+
+def job_result(stdout, stderr, returncode):
+    for line in reversed(stdout.splitlines()):
         if line.startswith('RESULT '):
             return json.loads(line[len('RESULT '):])
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    return {'error': (lines[-1] if lines else 'exit status %d' % proc.returncode)[:300]}
+    lines = [l for l in stderr.strip().splitlines() if l.strip()]
+    return {'error': (lines[-1] if lines else 'exit status %d' % returncode)[:300]}
+
+
+def run_job(job, onednn, timeout):
+    try:
+        proc = subprocess.run(worker_command(job), capture_output=True, text=True, timeout=timeout,
+                              env=job_env(onednn), cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return {'error': 'timed out after %d s' % timeout}
+    return job_result(proc.stdout, proc.stderr, proc.returncode)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(('127.0.0.1', 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_distributed(job, replicas, cores, onednn, timeout):
+    """The job on `replicas` worker processes of a localhost cluster, worker i on cores[i]; the chief's results."""
+    import tempfile
+    cluster = {'worker': ['127.0.0.1:%d' % p for p in free_ports(replicas)]}
+    procs = []
+    for i in range(replicas):
+        env = dict(job_env(onednn), TF_CONFIG=json.dumps({'cluster': cluster, 'task': {'type': 'worker', 'index': i}}))
+        out, err = tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')
+        command = worker_command(dict(job, distribute=True, cpu=cores[i % len(cores)]))
+        procs.append((subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env, cwd=REPO), out, err))
+    deadline = time.time() + timeout
+    results = []
+    for proc, out, err in procs:
+        try:
+            proc.wait(timeout=max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            for p, _, _ in procs:
+                p.kill()
+            return {'error': 'timed out after %d s' % timeout}
+        out.seek(0)
+        err.seek(0)
+        results.append(job_result(out.read(), err.read(), proc.returncode))
+    failed = [r for r in results if 'error' in r]
+    return failed[0] if failed else results[0]
+
+
+WORKER_COUNTS = (1, 2, 4, 8, 16)
+REPLICA_COLUMNS = [('config', 18), ('order', 6), ('tasks', 5), ('1 process', 9), ('%d workers', 9), ('speedup', 7),
+                   ('all-reduce ms', 13), ('MB', 5)] + [('k=%d s/iter (60k h)' % k, 18) for k in WORKER_COUNTS]
+
+
+def replica_columns(replicas):
+    return [(name.replace('%d', str(replicas)), w) for name, w in REPLICA_COLUMNS]
+
+
+def replica_row(name, order, replicas, shares, dist):
+    """Measured: one process (all tasks, and each share), N workers, the all-reduce; projected: k workers."""
+    columns = replica_columns(replicas)
+    tasks = CONFIGS[name][1]
+    errors = [r['error'] for r in list(shares.values()) + [dist] if 'error' in r]
+    if errors:
+        return row(columns[:2], [name, order]) + '  ERROR: ' + errors[0]
+    share = {k: statistics.median(r['times']) for k, r in shares.items()}
+    step = statistics.median(dist['times'])
+    cost = step - share[replicas]
+    cells = []
+    for k in WORKER_COUNTS:
+        if k not in share:
+            cells.append('- (%d tasks)' % tasks if tasks < k else '- (uneven)')
+            continue
+        projected = share[k] + (k - 1) * max(cost, 0.0) / max(replicas - 1, 1) if k > 1 else share[1]
+        cells.append('%.4f (%.1f)' % (projected, projected * ITERATIONS / 3600.0))
+    return row(columns, [name, order, tasks, fmt(share[1], '.4f'), fmt(step, '.4f'), '%.2fx' % (share[1] / step),
+                         fmt(1000 * statistics.median(dist['allreduce_times']), '.2f'),
+                         fmt(dist['allreduce_bytes'] / 1e6, '.2f')] + cells)
+
+
+def replica_benchmark(args, configs, orders):
+    """--replicas: the step under MultiWorkerMirroredStrategy, the all-reduce alone, the projection."""
+    cores = sorted(os.sched_getaffinity(0))
+    print('\ntf.distribute.MultiWorkerMirroredStrategy, %d workers on this host (localhost), worker i pinned to '
+          'core %s; "1 process": all tasks, no strategy, pinned to core %d. s/iter, median of %d steps. '
+          'Projection (k=...): share(k) + (k - 1) x (%d-worker step - share(%d)) / %d, with share(k) '
+          'measured: one process of meta_batch_size / k tasks on one core; "60k h": 60,000 such iterations.'
+          % (args.replicas, cores, cores[0], args.steps, args.replicas, args.replicas, max(args.replicas - 1, 1)))
+    print(header(replica_columns(args.replicas)), flush=True)
+    for name in configs:
+        tasks = CONFIGS[name][1]
+        for order in orders:
+            shares = {}
+            for k in WORKER_COUNTS:
+                if tasks % k == 0:
+                    shares[k] = run_job({'config': name, 'mode': order, 'steps': args.steps, 'warmup': args.warmup,
+                                         'tasks': tasks // k, 'cpu': cores[0], 'share_only': True},
+                                        args.onednn, args.timeout)
+            if tasks % args.replicas:
+                print(row(REPLICA_COLUMNS[:2], [name, order]) + '  (%d tasks do not split over %d workers)'
+                      % (tasks, args.replicas), flush=True)
+                continue
+            dist = run_distributed({'config': name, 'mode': order, 'steps': args.steps, 'warmup': args.warmup},
+                                   args.replicas, cores, args.onednn, args.timeout)
+            print(replica_row(name, order, args.replicas, shares, dist), flush=True)
 
 
 def fmt(value, spec):
@@ -460,6 +607,9 @@ def main(argv=None):
     parser.add_argument('--onednn', choices=('default', 'on', 'off'), default='default',
                         help='TF_ENABLE_ONEDNN_OPTS for the subprocesses (default: TensorFlow\'s choice)')
     parser.add_argument('--timeout', type=int, default=3600, help='seconds allowed per configuration')
+    parser.add_argument('--replicas', type=int, default=0,
+                        help='time the step under tf.distribute with this many worker processes on this host, '
+                        'the all-reduce alone, and project 1-16 workers (only that; see above)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -486,6 +636,9 @@ def main(argv=None):
     print('warm-up %d steps, then the median of %d steps; evaluation: median of %d tasks x 600'
           % (args.warmup, args.steps, args.eval_tasks), flush=True)
 
+    if args.replicas:
+        replica_benchmark(args, [n for n in configs if n != 'sinusoid'] if args.configs == 'all' else configs, orders)
+        return 0
     ceilings = []
     if configs:
         print('\nMeta-training iteration (synthetic in-memory batches):')

@@ -9,10 +9,13 @@ Usage (the reference's command lines; docs/experiments.md lists all of them):
         python main.py --datasource=miniimagenet --metatrain_iterations=60000 --meta_batch_size=4 --update_batch_size=1 --update_lr=0.01 --num_updates=5 --num_classes=5 --logdir=logs/miniimagenet1shot/ --num_filters=32 --max_pool=True
     Evaluate: add --train=False (and --test_set=True for the test split).
 """
+import contextlib
 import csv
+import json
 import math
 import os
 import pickle
+import re
 import signal
 import sys
 import time
@@ -60,6 +63,12 @@ flags.DEFINE_integer('test_tasks_per_batch', 0, '--train=False evaluates this ma
                      '(0: the measured choice for the data set, main.TEST_TASKS_PER_BATCH; 1: one at a time, '
                      'as the reference). The tasks are the same either way, and so are their numbers '
                      'up to float32 rounding.')
+flags.DEFINE_string('distribute', None, 'tf.distribute over several replicas, the meta-batch\'s tasks shared '
+                    'among them: mirrored (this host\'s GPUs, or --replicas logical devices of its CPU) or '
+                    'multi_worker (one process per worker, the cluster in TF_CONFIG). Unset: one process, '
+                    'no strategy.')
+flags.DEFINE_integer('replicas', 0, 'with --distribute=mirrored: how many replicas (0: every GPU; on a host '
+                     'without GPUs, 2 logical CPU devices)')
 
 SUMMARY_INTERVAL = 100
 SAVE_INTERVAL = 1000
@@ -115,6 +124,7 @@ def print_intervals(datasource):
 DATASOURCES = ('sinusoid', 'omniglot', 'miniimagenet')
 NORMS = ('batch_norm', 'layer_norm', 'None')
 BASELINES = (None, 'oracle')
+DISTRIBUTE_KINDS = ('mirrored', 'multi_worker')
 
 
 class FlagError(Exception):
@@ -157,7 +167,48 @@ def flag_errors(f):
                       % f.train_update_batch_size)
     if f.train_update_lr != -1 and not f.train_update_lr > 0:
         errors.append('--train_update_lr=%s must be -1 (same as --update_lr) or positive' % f.train_update_lr)
+    errors += distribute_flag_errors(f)
     return errors
+
+
+def distribute_flag_errors(f):
+    if f.distribute is None:
+        return ['--replicas=%d needs --distribute=mirrored' % f.replicas] if f.replicas else []
+    errors = []
+    if f.distribute not in DISTRIBUTE_KINDS:
+        errors.append('--distribute=%s is not recognized; use one of %s, or leave it unset'
+                      % (f.distribute, ', '.join(DISTRIBUTE_KINDS)))
+    if f.replicas < 0 or (f.replicas and f.distribute != 'mirrored'):
+        errors.append('--replicas=%d: give a positive count, and only with --distribute=mirrored '
+                      '(multi_worker has one replica per worker of TF_CONFIG)' % f.replicas)
+    if f.distribute == 'multi_worker':
+        errors += tf_config_errors(os.environ.get('TF_CONFIG'))
+    if f.train and (f.pretrain_iterations or f.baseline == 'oracle'):
+        errors.append('--distribute shares meta-training; --pretrain_iterations and --baseline=oracle '
+                      '(plain regression of the sinusoid, minutes on one core) run without it')
+    return errors
+
+
+def tf_config_errors(text):
+    """What is wrong with TF_CONFIG for --distribute=multi_worker, before TensorFlow is loaded."""
+    example = ('for example TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\' (index 1 on the second worker)')
+    if not text:
+        return ['--distribute=multi_worker needs the cluster in the TF_CONFIG environment variable, ' + example]
+    try:
+        config = json.loads(text)
+        workers = config['cluster']['worker']
+        task_type, index = config['task']['type'], int(config['task']['index'])
+    except (ValueError, KeyError, TypeError) as exc:
+        return ['TF_CONFIG is not a cluster and task description (%s: %s); %s'
+                % (type(exc).__name__, exc, example)]
+    members = config['cluster'].get(task_type, [])
+    if not (0 <= index < len(members)):
+        return ['TF_CONFIG: task %s %d is not in the cluster (%d %s tasks)'
+                % (task_type, index, len(members), task_type)]
+    if not workers:
+        return ['TF_CONFIG: the cluster has no workers; ' + example]
+    return []
 
 
 def data_errors(f, data_generator, train):
@@ -185,9 +236,9 @@ def data_errors(f, data_generator, train):
 class Trainer:
     """The training loop: printing cadence, summaries, validation and checkpoints."""
 
-    def __init__(self, model, data_generator, ckpt, writer):
+    def __init__(self, model, data_generator, ckpt, writer, chief=True):
         self.model, self.data_generator = model, data_generator
-        self.ckpt, self.writer = ckpt, writer
+        self.ckpt, self.writer, self.chief = ckpt, writer, chief
         self.print_interval, self.val_interval = print_intervals(FLAGS.datasource)
         self.key = 'accuracy' if model.classification else 'loss'
 
@@ -242,7 +293,8 @@ class Trainer:
                     label = ('Pretrain Iteration %d' % itr if itr < FLAGS.pretrain_iterations
                              else 'Iteration %d' % (itr - FLAGS.pretrain_iterations))
                     print('%s: %s, %s' % (label, np.mean(prelosses), np.mean(postlosses)), flush=True)
-                    print(progress.line(itr), file=sys.stderr, flush=True)
+                    if self.chief:
+                        print(progress.line(itr), file=sys.stderr, flush=True)
                     prelosses, postlosses = [], []
                 if itr != 0 and itr % SAVE_INTERVAL == 0:
                     self.ckpt.save(itr)
@@ -254,8 +306,25 @@ class Trainer:
                 print('Interrupted after iteration %d; saved %s. Resume with the same command.'
                       % (itr, path), flush=True)
             raise SystemExit(130)
+        except self.collective_errors() as exc:
+            # Nothing is saved: when a worker dies mid-step the error can surface after part of
+            # an update was applied (measured: a checkpoint saved here resumed to other numbers).
+            # The last periodic checkpoint is a state the run really passed through.
+            raise WorkerLost(lost_worker_message(exc, self.ckpt.directory, self.ckpt.ours()))
         if itr >= start_itr:
             self.ckpt.save(itr)
+
+    def collective_errors(self):
+        """What a failed all-reduce raises when a worker is gone (nothing without a strategy)."""
+        if self.model.strategy is None:
+            return ()
+        import tensorflow as tf
+        return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+                tf.errors.AbortedError)
+
+
+class WorkerLost(Exception):
+    """A worker of a multi-worker run stopped answering; the message says how to resume."""
 
 
 class Progress:
@@ -330,10 +399,11 @@ class Checkpoints:
     chosen by iteration number over both kinds, ours on a tie.
     """
 
-    def __init__(self, model, directory):
+    def __init__(self, model, directory, write=True):
         import tensorflow as tf
         self.model = model
         self.directory = directory
+        self.write = write  # False on the workers of a multi-worker run other than the chief
         self.choice = None  # set by path_for: which checkpoint it picked, and why
         self.last_itr = tf.Variable(-1, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(model=model, last_itr=self.last_itr)
@@ -347,6 +417,9 @@ class Checkpoints:
                 del self.manager._maybe_delete[path]
 
     def save(self, itr):
+        """Save after iteration itr; the path, or None where this process does not write."""
+        if not self.write:
+            return None
         self.last_itr.assign(itr)
         return self.manager.save(checkpoint_number=itr)
 
@@ -436,31 +509,40 @@ def check_our_checkpoint(model, path):
 
 ## Testing --------------------------------------------------------------------------------
 
-def test(model, data_generator, out_dir):
-    """600 tasks, inner steps 0..10, in batches of tasks; prints and writes the CSV and pickle."""
+def test(model, data_generator, out_dir, write=True):
+    """600 tasks, inner steps 0..10, in batches of tasks; prints and writes the CSV and pickle.
+
+    With --distribute, each replica takes per_batch tasks of every batch.
+    """
     per_batch = FLAGS.test_tasks_per_batch or TEST_TASKS_PER_BATCH[FLAGS.datasource]
-    results = score_test_tasks(model, data_generator, per_batch)
+    replicas = model.strategy.num_replicas_in_sync if model.strategy else 1
+    results = score_test_tasks(model, data_generator, per_batch * replicas, replicas)
     from utils import confidence_summary
     means, stds, ci95 = confidence_summary(results)
     print('Mean validation accuracy/loss, stddev, and confidence intervals')
     print((means, stds, ci95))
     base = os.path.join(out_dir, 'test_ubs%s_stepsize%s' % (FLAGS.update_batch_size, FLAGS.update_lr))
-    write_results(base, results, means, stds, ci95)
+    if write:
+        write_results(base, results, means, stds, ci95)
     return means, stds, ci95
 
 
-def score_test_tasks(model, data_generator, per_batch):
+def score_test_tasks(model, data_generator, per_batch, replicas=1):
     """[600, 11] float64: accuracy (images) or MSE (sinusoid) of each test task after 0..10 steps.
 
     Task i is make_batch(train=False, index=i) of a meta-batch of 1, as the
     reference drew it; per_batch of them are stacked and evaluated at once.
+    A last batch too small to give every replica a task is filled up with
+    repeats of its last task, whose results are dropped.
     """
     key = 'accuracies' if model.classification else 'losses'
     rows = []
     for start in range(0, NUM_TEST_POINTS, per_batch):
         indices = range(start, min(start + per_batch, NUM_TEST_POINTS))
-        batch = data_generator.make_batches(train=False, indices=indices, update_batch_size=FLAGS.update_batch_size)
-        rows.append(model.evaluate_tasks(batch, TEST_NUM_UPDATES)[key].numpy().astype(np.float64))
+        padded = list(indices) + [indices[-1]] * max(0, replicas - len(indices))
+        batch = data_generator.make_batches(train=False, indices=padded, update_batch_size=FLAGS.update_batch_size)
+        scores = model.evaluate_tasks(batch, TEST_NUM_UPDATES)[key].numpy().astype(np.float64)
+        rows.append(scores[:len(indices)])
         for done in range(100 * (start // 100 + 1), indices.stop + 1, 100):
             print('Tested %d/%d tasks' % (done, NUM_TEST_POINTS), file=sys.stderr, flush=True)
     return np.concatenate(rows)
@@ -510,13 +592,47 @@ def build(train):
     # only now: importing TensorFlow takes seconds. utils first: it must set up
     # TensorFlow's CPU kernels before TensorFlow's first import (see utils.py)
     choose_cpu_kernels(FLAGS.datasource, train)
-    import utils  # noqa: F401
+    import utils
     import tensorflow as tf
     from maml import MAML, ModelConfig
-    model = MAML(data_generator.dim_input, data_generator.dim_output,
-                 test_num_updates=recorded_steps(FLAGS.datasource, train),
-                 config=ModelConfig.from_flags(FLAGS), dtype=tf.float32, seed=FLAGS.seed)
+    strategy = utils.distribution_strategy(FLAGS.distribute, FLAGS.replicas)
+    if strategy is not None and train and FLAGS.meta_batch_size % strategy.num_replicas_in_sync:
+        raise FlagError('--meta_batch_size=%d is not divisible by the %d replicas of --distribute=%s: '
+                        'each replica takes an equal share of the tasks'
+                        % (FLAGS.meta_batch_size, strategy.num_replicas_in_sync, FLAGS.distribute))
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = MAML(data_generator.dim_input, data_generator.dim_output,
+                     test_num_updates=recorded_steps(FLAGS.datasource, train),
+                     config=ModelConfig.from_flags(FLAGS), dtype=tf.float32, seed=FLAGS.seed)
     return data_generator, model
+
+
+def is_chief(strategy):
+    """Whether this process writes the checkpoints, summaries, console lines and test results:
+    always without multi_worker; with it, TF_CONFIG's chief, or worker 0 when it names none."""
+    resolver = getattr(strategy, 'cluster_resolver', None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == 'chief':
+        return True
+    return (resolver.task_type == 'worker' and resolver.task_id == 0
+            and 'chief' not in resolver.cluster_spec().as_dict())
+
+
+PEER = re.compile(r'/job:(\w+)/replica:\d+/task:(\d+)')
+
+
+def lost_worker_message(exc, chief_dir, latest):
+    """What to tell the user when a collective fails: which worker, and how to go on.
+
+    latest: (iteration, path) of the chief's latest checkpoint, or None.
+    """
+    peers = sorted(set(PEER.findall(str(exc))))
+    who = ', '.join('%s %s' % p for p in peers) or 'another worker'
+    resume = ('they resume from the checkpoint of iteration %d in %s' % (latest[0], chief_dir) if latest
+              else 'there is no checkpoint yet in %s, so they start again' % chief_dir)
+    return ('Stopped: lost contact with %s (%s: %s). Restart every worker with the same command: %s.'
+            % (who, type(exc).__name__, str(exc).strip().splitlines()[0][:300], resume))
 
 
 def main(argv):
@@ -545,7 +661,10 @@ def experiment():
         FLAGS.train_update_lr = FLAGS.update_lr
     exp_dir = os.path.join(FLAGS.logdir, experiment_name(FLAGS))
     data_generator, model = build(FLAGS.train)
-    ckpt = Checkpoints(model, exp_dir)
+    chief = is_chief(model.strategy)
+    if not chief:
+        sys.stdout = open(os.devnull, 'w')  # the chief prints; errors still reach stderr
+    ckpt = Checkpoints(model, exp_dir, write=chief)
     start_itr = 0
     if FLAGS.resume or not FLAGS.train:
         path = ckpt.path_for(FLAGS.test_iter if not FLAGS.train else -1)
@@ -564,16 +683,17 @@ def experiment():
                             % (' for --test_iter=%d' % FLAGS.test_iter if FLAGS.test_iter > 0 else '', exp_dir))
     if FLAGS.train:
         import tensorflow as tf
-        os.makedirs(exp_dir, exist_ok=True)
-        writer = tf.summary.create_file_writer(exp_dir) if FLAGS.log else None
+        if chief:
+            os.makedirs(exp_dir, exist_ok=True)
+        writer = tf.summary.create_file_writer(exp_dir) if FLAGS.log and chief else None
         total = FLAGS.pretrain_iterations + FLAGS.metatrain_iterations
         try:
-            Trainer(model, data_generator, ckpt, writer).run(start_itr, total)
-        except NonFiniteLoss as exc:
-            print('Stopped: %s' % exc, file=sys.stderr, flush=True)
+            Trainer(model, data_generator, ckpt, writer, chief).run(start_itr, total)
+        except (NonFiniteLoss, WorkerLost) as exc:
+            print('Stopped: %s' % exc if isinstance(exc, NonFiniteLoss) else exc, file=sys.stderr, flush=True)
             return 1
     else:
-        test(model, data_generator, exp_dir)
+        test(model, data_generator, exp_dir, write=chief)
     return 0
 
 

@@ -95,6 +95,9 @@ class MAML(tf.Module):
         self.dtype = dtype
         self.classification = config.datasource in ('omniglot', 'miniimagenet')
         self._rng = np.random.default_rng(seed)
+        # Built under strategy.scope(): the variables are mirrored and every step runs its
+        # share of the meta-batch on each replica (see "Across replicas" below).
+        self.strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
         if config.datasource == 'sinusoid':
             self.dim_hidden = FC_HIDDEN_SINUSOID
             self.forward, construct = self.forward_fc, self.construct_fc_weights
@@ -303,10 +306,15 @@ class MAML(tf.Module):
             result['accuraciesb'] = [None if o is None else accuracy(o, labelb) for o in outputsb]
         return result
 
-    def metabatch(self, inputa, inputb, labela, labelb, num_steps, outer_tape=None, record_all=True):
-        """Totals over the meta-batch: sums over tasks / meta-batch size, as the reference."""
+    def metabatch(self, inputa, inputb, labela, labelb, num_steps, outer_tape=None, record_all=True,
+                  meta_batch_size=None):
+        """Totals over the meta-batch: sums over tasks / meta-batch size, as the reference.
+
+        meta_batch_size: the divisor, when these tasks are one replica's share of a larger
+        meta-batch (the replicas' totals then add up to the meta-batch's).
+        """
         tasks = self.adapt(inputa, inputb, labela, labelb, num_steps, outer_tape, record_all)
-        meta_batch_size = tf.cast(inputa.shape[0], self.dtype)
+        meta_batch_size = tf.cast(meta_batch_size or inputa.shape[0], self.dtype)
 
         def total(value):
             return None if value is None else tf.reduce_sum(value) / meta_batch_size
@@ -320,11 +328,11 @@ class MAML(tf.Module):
 
     ## Outer loop --------------------------------------------------------------------------
 
-    def meta_gradients(self, inputa, inputb, labela, labelb, num_steps, record_all=True):
+    def meta_gradients(self, inputa, inputb, labela, labelb, num_steps, record_all=True, meta_batch_size=None):
         """Results of the meta-batch and the gradient of the step-num_updates query loss."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(self.variables_list)
-            out = self.metabatch(inputa, inputb, labela, labelb, num_steps, tape, record_all)
+            out = self.metabatch(inputa, inputb, labela, labelb, num_steps, tape, record_all, meta_batch_size)
             meta_loss = out['total_losses2'][self.config.num_updates - 1]
         grads = tape.gradient(meta_loss, self.variables_list,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -336,8 +344,13 @@ class MAML(tf.Module):
         return grads
 
     def _metatrain_step(self, inputa, inputb, labela, labelb, num_steps, record_all=True):
-        out, grads = self.meta_gradients(inputa, inputb, labela, labelb, max(num_steps, self.config.num_updates),
-                                         record_all)
+        num_steps = max(num_steps, self.config.num_updates)
+        if self.strategy is None:
+            out, grads = self.meta_gradients(inputa, inputb, labela, labelb, num_steps, record_all)
+        else:
+            out, grads = self._across_replicas(self._replica_meta_gradients, inputa, inputb, labela, labelb,
+                                               num_steps, record_all)
+        # once, in cross-replica context: every copy of the variables takes the same update
         self.metatrain_optimizer.apply_gradients(self.clip(grads), self.variables_list)
         out['grads'] = grads  # unclipped, as the fixtures record them
         return out
@@ -353,6 +366,8 @@ class MAML(tf.Module):
         return out
 
     def _evaluate(self, inputa, inputb, labela, labelb, num_steps):
+        if self.strategy is not None:
+            return self._across_replicas(self._replica_metabatch, inputa, inputb, labela, labelb, num_steps)
         return self.metabatch(inputa, inputb, labela, labelb, num_steps)
 
     def _evaluate_tasks(self, inputa, inputb, labela, labelb, num_steps):
@@ -363,11 +378,51 @@ class MAML(tf.Module):
         side as in training, each with its own batch-norm statistics, so task
         t's row does not depend on which tasks share its batch.
         """
+        if self.strategy is not None:
+            return self._across_replicas(self._replica_evaluate_tasks, inputa, inputb, labela, labelb, num_steps)
         tasks = self.adapt(inputa, inputb, labela, labelb, num_steps)
         out = {'losses': tf.stack([tasks['lossa']] + tasks['lossesb'], axis=1)}
         if self.classification:
             out['accuracies'] = tf.stack([tasks['accuracya']] + tasks['accuraciesb'], axis=1)
         return out
+
+    ## Across replicas (tf.distribute) -------------------------------------------------------
+    #
+    # Data parallel over tasks. Every replica is given the whole meta-batch (each worker
+    # draws it itself from the same seed and index, so no data is sent), takes its share
+    # of the tasks, and divides its task sums by the whole meta-batch size; one all-reduce
+    # (a sum) then gives every replica the meta-batch's totals and meta-gradient. The Adam
+    # update runs once, outside the replicas, on the mirrored variables. Each task's batch
+    # norm is its own, so splitting the tasks changes nothing but the order of the sums.
+
+    def _across_replicas(self, replica_fn, *args):
+        """replica_fn on every replica; its results, equal on all replicas after the all-reduce."""
+        per_replica = self.strategy.run(replica_fn, args=args)
+        return self.strategy.experimental_local_results(per_replica)[0]
+
+    def _replica_share(self, tensors):
+        """This replica's tasks of the meta-batch: a contiguous range, sizes as even as possible."""
+        context = tf.distribute.get_replica_context()
+        replica = tf.get_static_value(context.replica_id_in_sync_group)
+        start, stop = replica_task_range(tensors[0].shape[0], context.num_replicas_in_sync, int(replica))
+        return [t[start:stop] for t in tensors]
+
+    def _replica_meta_gradients(self, inputa, inputb, labela, labelb, num_steps, record_all):
+        share = self._replica_share([inputa, inputb, labela, labelb])
+        out, grads = self.meta_gradients(*share, num_steps, record_all, meta_batch_size=inputa.shape[0])
+        return sum_over_replicas((out, grads))
+
+    def _replica_metabatch(self, inputa, inputb, labela, labelb, num_steps):
+        share = self._replica_share([inputa, inputb, labela, labelb])
+        return sum_over_replicas(self.metabatch(*share, num_steps, meta_batch_size=inputa.shape[0]))
+
+    def _replica_evaluate_tasks(self, inputa, inputb, labela, labelb, num_steps):
+        tasks = self.adapt(*self._replica_share([inputa, inputb, labela, labelb]), num_steps)
+        out = {'losses': tf.stack([tasks['lossa']] + tasks['lossesb'], axis=1)}
+        if self.classification:
+            out['accuracies'] = tf.stack([tasks['accuracya']] + tasks['accuraciesb'], axis=1)
+        context = tf.distribute.get_replica_context()
+        return {k: context.all_gather(v, axis=0) for k, v in out.items()}  # in replica order: task order
 
     def _function(self, name, fn, num_steps, **options):
         """The tf.function of fn, one per (name, num_steps, options): no retracing in the loop."""
@@ -435,6 +490,28 @@ class MAML(tf.Module):
                 raise ValueError('%s: shape %s does not match the model\'s %s'
                                  % (name, np.shape(value), tuple(var.shape)))
             var.assign(np.asarray(value, dtype=self.dtype.as_numpy_dtype))
+
+
+def replica_task_range(num_tasks, num_replicas, replica):
+    """Tasks [start, stop) of a meta-batch that replica takes: the first num_tasks % num_replicas
+    replicas take one task more than the others."""
+    base, extra = divmod(num_tasks, num_replicas)
+    if base == 0:
+        raise ValueError('%d tasks cannot be shared by %d replicas: each needs at least one'
+                         % (num_tasks, num_replicas))
+    start = replica * base + min(replica, extra)
+    return start, start + base + (1 if replica < extra else 0)
+
+
+def sum_over_replicas(structure):
+    """The nested structure summed over the replicas in one all-reduce; None entries stay None."""
+    flat = tf.nest.flatten(structure)
+    present = [i for i, v in enumerate(flat) if v is not None]
+    summed = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                            [flat[i] for i in present])
+    for i, value in zip(present, summed):
+        flat[i] = value
+    return tf.nest.pack_sequence_as(structure, flat)
 
 
 class _FunctionCache:

@@ -286,3 +286,27 @@ def confidence_summary(results):
     stds = results.std(axis=0)
     ci95 = 1.96 * stds / np.sqrt(results.shape[0])
     return means, stds, ci95
+
+
+## tf.distribute ----------------------------------------------------------------------------
+
+def distribution_strategy(kind, replicas=0):
+    """The tf.distribute strategy of --distribute (None: one replica, no strategy).
+
+    mirrored: this host's GPUs (the first `replicas`, or all); on a host without
+    GPUs, its CPU split into `replicas` logical devices (at least 2), which
+    must happen before TensorFlow runs its first op. multi_worker: the cluster
+    of TF_CONFIG, one process per worker.
+    """
+    if not kind:
+        return None
+    if kind == 'multi_worker':
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices('GPU')
+    if gpus:
+        names = ['/gpu:%d' % i for i in range(len(gpus))][:replicas or None]
+        return tf.distribute.MirroredStrategy(names)
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * max(replicas, 2))
+    names = [d.name for d in tf.config.list_logical_devices('CPU')]
+    return tf.distribute.MirroredStrategy(names, cross_device_ops=tf.distribute.ReductionToOneDevice())

@@ -41,3 +41,21 @@ def test_kernel_table_gives_every_layer_and_the_bound():
     assert bound, proc.stdout
     flops, rate, seconds = (float(g) for g in bound.groups())
     assert flops > 0 and abs(seconds - flops / rate) <= 0.02 * seconds  # printed to 3-4 digits
+
+
+def test_replicas_row_measures_the_strategy_and_projects_by_its_formula():
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmark.py'), '--replicas', '2', '--configs', 'tiny',
+                           '--orders', 'second', '--steps', '2', '--warmup', '1'],
+                          capture_output=True, text=True, env=user_env(), timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith('tiny ')]
+    assert len(rows) == 1 and 'ERROR' not in rows[0], proc.stdout
+    cells = re.split(r'\s{2,}', rows[0].strip())
+    # config, order, tasks, 1 process, 2 workers, speedup, all-reduce ms, MB, then k=1, 2, 4, 8, 16
+    assert cells[:3] == ['tiny', 'second', '2'], cells
+    one, two, allreduce = float(cells[3]), float(cells[4]), float(cells[6])
+    assert one > 0 and two > 0 and allreduce > 0
+    assert cells[5] == '%.2fx' % (one / two)
+    assert cells[8] == '%.4f (%.1f)' % (one, one * 60000 / 3600)  # k=1 is the measured single process
+    assert cells[9].split()[0] == cells[4]  # k=2: share(2) + 1 x (2-worker step - share(2))
+    assert cells[10:] == ['- (2 tasks)'] * 3  # a worker needs a task: tiny's 2 tasks stop at 2 workers
