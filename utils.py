@@ -117,9 +117,13 @@ def fused_batch_norm(x, beta):
     """batch_norm over all axes but the last, in TensorFlow's fused kernel (float32 only).
 
     The same values and first derivatives as batch_norm in a third of the
-    time on miniImagenet's activations. SPEC ("Second derivatives") found
-    its second derivative inexact, so it serves only passes that nothing
-    differentiates twice and nothing here relies on that derivative.
+    time on miniImagenet's activations. SPEC ("Second derivatives") reports
+    its second derivative inexact; with TensorFlow 2.21 in this use (training
+    mode, offset only, NHWC, oneDNN on or off) it is exact to float32 rounding
+    (tests/test_units.py, test_fused_batch_norm_gives_the_exact_second_derivative,
+    which also catches tf.nn.moments' inexact one). It still serves only
+    passes that nothing differentiates twice: the support passes of
+    second-order MAML keep the formula until timing says the kernel pays there.
     """
     empty = tf.zeros([0], x.dtype)
     return tf.raw_ops.FusedBatchNormV3(x=x, scale=tf.ones_like(beta), offset=beta, mean=empty, variance=empty,
