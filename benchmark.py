@@ -53,10 +53,12 @@ tasks; and, in the same workers, the all-reduce of the model's variables
 alone (the meta-gradient's size). Beside them, one process pinned to the
 first core runs the share of 1, 2, 4, 8 and 16 workers (meta_batch_size / k
 tasks) without a strategy. The projection for k workers of one core each is
-share(k) + (k - 1) x cost, where cost = (N-worker step) - share(N) is what
-distributing measurably added at N workers, scaled by the k - 1 sequential
-steps of each half of a ring all-reduce: measured here, over localhost,
-projected to k; a real network's latency comes on top.
+share(k) + overhead + (k - 1) x allreduce / (N - 1): overhead = (N-worker
+step) - share(N) - allreduce is what the strategy added beyond the
+all-reduce at N workers (its function calls, waiting for the slower worker),
+taken as constant; the all-reduce, latency-bound at these sizes, grows with
+the k - 1 sequential steps of each half of a ring all-reduce. Measured here,
+over localhost; a real network's latency comes on top.
 
 TensorFlow's CPU kernels use as many threads as the process may use cores:
 run under `taskset -c 0` for one core. The header prints the cores, the
@@ -411,7 +413,8 @@ def run_distributed(job, replicas, cores, onednn, timeout):
 
 WORKER_COUNTS = (1, 2, 4, 8, 16)
 REPLICA_COLUMNS = [('config', 18), ('order', 6), ('tasks', 5), ('1 process', 9), ('%d workers', 9), ('speedup', 7),
-                   ('all-reduce ms', 13), ('MB', 5)] + [('k=%d s/iter (60k h)' % k, 18) for k in WORKER_COUNTS]
+                   ('all-reduce ms', 13), ('MB', 5), ('overhead', 8)] + [
+    ('k=%d share, projected (60k h)' % k, 28) for k in WORKER_COUNTS]
 
 
 def replica_columns(replicas):
@@ -427,17 +430,18 @@ def replica_row(name, order, replicas, shares, dist):
         return row(columns[:2], [name, order]) + '  ERROR: ' + errors[0]
     share = {k: statistics.median(r['times']) for k, r in shares.items()}
     step = statistics.median(dist['times'])
-    cost = step - share[replicas]
+    allreduce = statistics.median(dist['allreduce_times'])
+    overhead = step - share[replicas] - allreduce
     cells = []
     for k in WORKER_COUNTS:
         if k not in share:
             cells.append('- (%d tasks)' % tasks if tasks < k else '- (uneven)')
             continue
-        projected = share[k] + (k - 1) * max(cost, 0.0) / max(replicas - 1, 1) if k > 1 else share[1]
-        cells.append('%.4f (%.1f)' % (projected, projected * ITERATIONS / 3600.0))
+        projected = share[1] if k == 1 else share[k] + overhead + (k - 1) * allreduce / max(replicas - 1, 1)
+        cells.append('%.4f, %.4f (%.1f)' % (share[k], projected, projected * ITERATIONS / 3600.0))
     return row(columns, [name, order, tasks, fmt(share[1], '.4f'), fmt(step, '.4f'), '%.2fx' % (share[1] / step),
-                         fmt(1000 * statistics.median(dist['allreduce_times']), '.2f'),
-                         fmt(dist['allreduce_bytes'] / 1e6, '.2f')] + cells)
+                         fmt(1000 * allreduce, '.2f'), fmt(dist['allreduce_bytes'] / 1e6, '.2f'),
+                         fmt(overhead, '.4f')] + cells)
 
 
 def replica_benchmark(args, configs, orders):
@@ -445,9 +449,10 @@ def replica_benchmark(args, configs, orders):
     cores = sorted(os.sched_getaffinity(0))
     print('\ntf.distribute.MultiWorkerMirroredStrategy, %d workers on this host (localhost), worker i pinned to '
           'core %s; "1 process": all tasks, no strategy, pinned to core %d. s/iter, median of %d steps. '
-          'Projection (k=...): share(k) + (k - 1) x (%d-worker step - share(%d)) / %d, with share(k) '
-          'measured: one process of meta_batch_size / k tasks on one core; "60k h": 60,000 such iterations.'
-          % (args.replicas, cores, cores[0], args.steps, args.replicas, args.replicas, max(args.replicas - 1, 1)))
+          'k=...: share(k), measured: one process of meta_batch_size / k tasks on one core; projected: '
+          'share(k) + overhead + (k - 1) x all-reduce / %d, overhead = %d-worker step - share(%d) - all-reduce; '
+          '"60k h": 60,000 such iterations.'
+          % (args.replicas, cores, cores[0], args.steps, max(args.replicas - 1, 1), args.replicas, args.replicas))
     print(header(replica_columns(args.replicas)), flush=True)
     for name in configs:
         tasks = CONFIGS[name][1]

@@ -9,6 +9,8 @@ errors. One line per fixture; exit status 1 if any float64 error exceeds its
 bound. The same errors in float32 are printed for information. With
 --replicas N the model is built under tf.distribute.MirroredStrategy over N
 logical CPU devices, and each replica runs its share of the fixture's tasks.
+Each fixture then also runs in one replica, and the float64 losses,
+accuracies and meta-gradients of both must agree to 1e-12 (relative).
 --float64_only skips the float32 columns.
 """
 import json
@@ -36,12 +38,13 @@ def load_fixture(path):
 
 
 STRATEGY = None  # set by --replicas
+STRATEGY_OFF = False  # True while the one-replica run of a fixture is built
 FLOAT64_ONLY = False
 
 
 def build_model(fixture, dtype):
     """The model a fixture's flags describe, with the fixture's initial weights."""
-    if STRATEGY is not None:
+    if STRATEGY is not None and not STRATEGY_OFF:
         with STRATEGY.scope():
             return _build_model(fixture, dtype)
     return _build_model(fixture, dtype)
@@ -104,6 +107,20 @@ def errors(fixture, ours):
     return {k: float(v) for k, v in result.items()}
 
 
+REPLICA_BOUND = 1e-12  # float64: the same sums in another order
+
+
+def replica_difference(fixture, one, many):
+    """Largest relative difference between one replica's and several replicas' losses,
+    accuracies and meta-gradients; gradients of rounding-noise size (the biases that batch
+    norm removes) are left out, as errors() leaves them out."""
+    grad_names = [k for k in one if k.startswith('grad/')]
+    scale = max(np.max(np.abs(fixture[k])) for k in grad_names)
+    keys = [k for k in one if not k.startswith(('grad/', 'after_adam/'))]
+    keys += [k for k in grad_names if np.max(np.abs(fixture[k])) >= 1e-4 * scale]
+    return max(float(np.max(np.abs(one[k] - many[k])) / max(np.max(np.abs(one[k])), 1e-300)) for k in keys)
+
+
 def format_errors(errs):
     return ' '.join('%s %.1e' % (k, v) for k, v in errs.items())
 
@@ -111,10 +128,23 @@ def format_errors(errs):
 def check(path):
     """Check one fixture; returns (passed, line)."""
     fixture = load_fixture(path)
-    errs64 = errors(fixture, run_fixture(fixture, tf.float64))
+    ours64 = run_fixture(fixture, tf.float64)
+    errs64 = errors(fixture, ours64)
     failed = [k for k, v in errs64.items() if not v <= BOUNDS[k]]
+    replicas = ''
+    if STRATEGY is not None:
+        global STRATEGY_OFF
+        strategy, STRATEGY_OFF = STRATEGY, True
+        try:
+            one = run_fixture(fixture, tf.float64)
+        finally:
+            STRATEGY_OFF = False
+        difference = replica_difference(fixture, one, ours64)
+        failed += ['1 vs %d replicas' % strategy.num_replicas_in_sync] if not difference <= REPLICA_BOUND else []
+        replicas = ' | 1 vs %d replicas %.1e' % (strategy.num_replicas_in_sync, difference)
     verdict = 'FAIL (%s)' % ', '.join(failed) if failed else 'ok'
-    line = '%-12s float64: %s  %s' % (os.path.splitext(os.path.basename(path))[0], format_errors(errs64), verdict)
+    line = '%-12s float64: %s  %s%s' % (os.path.splitext(os.path.basename(path))[0], format_errors(errs64), verdict,
+                                       replicas)
     if not FLOAT64_ONLY:
         line += ' | float32 (info): %s' % format_errors(errors(fixture, run_fixture(fixture, tf.float32)))
     return not failed, line

@@ -186,4 +186,6 @@ def test_golden_fixtures_over_two_replicas_in_float64():
                           capture_output=True, text=True, env=user_env(), timeout=1800)
     assert proc.returncode == 0, describe(proc)
     assert 'MirroredStrategy over 2 replicas' in proc.stdout
-    assert proc.stdout.count('  ok') == len(paths), proc.stdout
+    assert proc.stdout.count('  ok | 1 vs 2 replicas ') == len(paths), proc.stdout
+    differences = [float(line.rsplit(' ', 1)[1]) for line in proc.stdout.splitlines() if '1 vs 2 replicas' in line]
+    assert len(differences) == len(paths) and max(differences) <= 1e-12, proc.stdout
