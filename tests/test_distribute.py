@@ -142,7 +142,6 @@ def test_two_workers_equal_one_process(omniglot_data, one_process, tmp_path):
     assert other_out == '' and 'Iteration' not in other_err  # only the chief reports
 
 
-@pytest.mark.slow
 def test_killed_worker_stops_the_other_and_the_restart_resumes(omniglot_data, tmp_path):
     iterations = 1601  # a checkpoint every 1000
     uninterrupted = tmp_path / 'uninterrupted'
