@@ -123,7 +123,8 @@ def fused_batch_norm(x, beta):
     (tests/test_units.py, test_fused_batch_norm_gives_the_exact_second_derivative,
     which also catches tf.nn.moments' inexact one). It still serves only
     passes that nothing differentiates twice: the support passes of
-    second-order MAML keep the formula until timing says the kernel pays there.
+    second-order MAML keep the formula, since the kernel measured no faster
+    there (docs/performance.md, "Fused batch norm and the second derivative").
     """
     empty = tf.zeros([0], x.dtype)
     return tf.raw_ops.FusedBatchNormV3(x=x, scale=tf.ones_like(beta), offset=beta, mean=empty, variance=empty,
