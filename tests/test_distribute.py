@@ -8,7 +8,6 @@ killed mid-run, and the golden fixtures over 2 replicas in float64.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from benchmark import free_ports
 from conftest import REPO, SHARED
 from runner import describe, iteration_lines, main_command, read_results_csv, run_main, user_env
 from synthetic import make_omniglot
@@ -97,16 +97,6 @@ def test_flags_that_cannot_be_shared(omniglot_data, tmp_path):
 
 
 ## Two worker processes on localhost -------------------------------------------------------------
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(('127.0.0.1', 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
 
 def start_workers(command_flags, cwd, ports):
     """One main.py per worker, TF_CONFIG naming it; stdout and stderr to files in cwd."""
