@@ -5,6 +5,7 @@
     python benchmark.py --configs tiny --steps 2 --warmup 1 --eval_tasks 2   # smoke test
     python benchmark.py --configs none --eval_configs none --kernels all     # conv kernels, layer by layer
     python benchmark.py --replicas 2 --orders second --steps 5 --warmup 2    # tf.distribute, and the projection
+    taskset -c 0 python benchmark.py --profile omniglot_5w1s,omniglot_5w1s:eval --steps 10   # op by op
 
 What is timed. For each configuration (the paper's hyperparameters: meta-batch
 size, K, N, inner steps, filters, max pooling, 15 queries per class for
@@ -21,9 +22,21 @@ Trainer); those cost more and are timed separately ("report s/iter", median of
 a few). The projection for 60,000 iterations is 59,400 ordinary steps plus
 600 report steps (validation every 500 iterations and data loading excluded).
 
-Evaluation (--eval_configs) is main.py's test: 600 tasks one at a time, 10
-inner steps each, MAML.evaluate; the time is the median over --eval_tasks
-tasks, times 600 (extrapolated, not 600 tasks actually run).
+Evaluation (--eval_configs) is main.py's test: 600 tasks, 10 inner steps
+each, in batches of main.TEST_TASKS_PER_BATCH tasks (Omniglot 10,
+miniImagenet 1) through MAML.evaluate_tasks; the time is the median batch
+over --eval_tasks tasks, times the 600 tasks' batches (extrapolated, not 600
+tasks actually run; sampling the tasks from the data set is not timed).
+
+--profile runs TensorFlow's profiler over --steps steps of a configuration
+(training, each of --orders; CONFIG:eval for its test batches) and prints
+where the time goes: seconds per step by kind of op (convolution forward,
+backprop-input, backprop-filter, fused batch norm, layout copies such as
+transposes and tiles, reductions, the rest) and the costliest op types. Op
+seconds are summed over threads, so on 2 cores they can exceed the wall time;
+the gap between one core's wall time and its op seconds is the executor's own
+time between ops. The profiler adds some overhead of its own (its wall time
+is printed beside the untraced median).
 
 FLOPs are counted from the traced graph of the step: 2 x multiply-adds of
 every convolution (forward and both backward kinds; grouped convolutions
@@ -73,6 +86,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import socket
 import statistics
@@ -266,6 +280,58 @@ def allreduce_times(tf, strategy, variables, count):
     return timed_calls(lambda: allreduce().numpy(), max(count, 10))
 
 
+OP_EVENT = re.compile(r'^[^:\s]+:(\w+)$')  # the profiler's name for one op run: "node name:OpType"
+OP_CATEGORIES = [  # (category, pattern of op types), first match wins
+    ('conv backprop-filter', r'Conv2DBackpropFilter'),
+    ('conv backprop-input', r'Conv2DBackpropInput'),
+    ('conv forward', r'Conv2D'),
+    ('matmul', r'MatMul'),
+    ('fused batch norm', r'FusedBatchNorm'),
+    ('layout: transpose, tile, reshape, concat, slice, pad', r'Transpose|Tile|Reshape|Concat|Split|Slice|Pad|'
+     r'Pack|Unpack|Identity|BroadcastTo|Fill|ZerosLike|OnesLike|Squeeze|ExpandDims'),
+    ('reductions', r'Sum$|Mean$|Max$|Min$|Prod$|ArgMax|BiasAddGrad'),
+    ('variables and Adam', r'VariableOp|AssignSub|AssignAdd|Assign$|ResourceApply'),
+]
+
+
+def op_kind(op_type):
+    """The category of an op type (TensorFlow's oneDNN ops drop their _Mkl/_MklNative prefix)."""
+    op_type = re.sub(r'^_Mkl(Native)?', '', op_type)
+    for category, pattern in OP_CATEGORIES:
+        if re.search(pattern, op_type):
+            return category
+    return 'elementwise and other'
+
+
+def op_profile(tf, step, count):
+    """TensorFlow's profiler over `count` calls of step(): wall seconds per call, and per op type
+    the seconds per call (summed over threads: ops that run side by side on 2 cores both count)
+    and the runs per call."""
+    import glob
+    import tempfile
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        for _ in range(count):
+            step()
+        wall = time.perf_counter() - start
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(os.path.join(logdir, '**', '*.xplane.pb'), recursive=True)[0], 'rb') as f:
+            space.ParseFromString(f.read())
+    seconds, runs = {}, {}
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                match = OP_EVENT.match(plane.event_metadata[event.metadata_id].name)
+                if match:
+                    op_type = match.group(1)
+                    seconds[op_type] = seconds.get(op_type, 0.0) + event.duration_ps * 1e-12 / count
+                    runs[op_type] = runs.get(op_type, 0) + 1.0 / count
+    return {'wall': wall / count, 'seconds': seconds, 'runs': runs}
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -287,8 +353,8 @@ def worker(job):
     flags = dict(flags)
     tasks = job.get('tasks', tasks)
     evaluation = job['mode'] == 'eval'
-    if evaluation:
-        tasks, k_query, recorded = 1, flags['update_batch_size'], TEST_NUM_UPDATES  # main.py test: 2K per class
+    if evaluation:  # main.py's test: 2K per class, TEST_TASKS_PER_BATCH tasks at once
+        tasks, k_query, recorded = test_tasks_per_batch(flags), flags['update_batch_size'], TEST_NUM_UPDATES
     else:
         recorded = TRAIN_RECORDED[flags['datasource']]
         flags['stop_grad'] = job['mode'] == 'first'
@@ -317,12 +383,25 @@ def worker(job):
         result['allreduce_times'] = allreduce_times(tf, strategy, model.variables_list, job['steps'])
         result['allreduce_bytes'] = sum(v.shape.num_elements() * 4 for v in model.variables_list)
         return result
+    if job.get('profile'):
+        if evaluation:
+            def step():
+                return model.evaluate_tasks(batch(), TEST_NUM_UPDATES)['losses'].numpy()
+        else:
+            def step():
+                return float(model.metatrain_step(batch())['total_loss1'])
+        timed_calls(step, job['warmup'])
+        result['profile'] = op_profile(tf, step, job['steps'])
+        result['tasks'] = tasks
+        return result
     if evaluation:
         def step():
-            return model.evaluate(batch(), TEST_NUM_UPDATES)
-        timed(step, job['warmup'])
-        result['times'] = timed(step, job['eval_tasks'])
-        result['flops'], result['ops'] = count_flops(model.traced_graph('evaluate', batches[0], TEST_NUM_UPDATES))
+            return model.evaluate_tasks(batch(), TEST_NUM_UPDATES)['losses'].numpy()
+        timed_calls(step, job['warmup'])
+        result['times'] = timed_calls(step, job['eval_batches'])
+        result['tasks'] = tasks
+        result['flops'], result['ops'] = count_flops(model.traced_graph('evaluate_tasks', batches[0],
+                                                                        TEST_NUM_UPDATES))
     else:
         timed(lambda: model.metatrain_step(batch()), job['warmup'])
         result['times'] = timed(lambda: model.metatrain_step(batch()), job['steps'])
@@ -345,6 +424,13 @@ def worker(job):
 
 
 ## The driver -----------------------------------------------------------------------------------
+
+def test_tasks_per_batch(flags):
+    """How many test tasks main.py evaluates at once for this data source (its default)."""
+    sys.path.insert(0, REPO)
+    from main import TEST_TASKS_PER_BATCH
+    return TEST_TASKS_PER_BATCH[flags['datasource']]
+
 
 def job_env(onednn):
     env = dict(os.environ)
@@ -492,7 +578,7 @@ def ref_text(ref):
 TRAIN_COLUMNS = [('config', 18), ('order', 6), ('s/iter', 8), ('report s/iter', 13), ('60k iters h', 11),
                  ('peak MB', 8), ('GFLOP/iter', 10), ('GFLOP/s', 8), ('% matmul', 8), ('graph ops', 9),
                  ('ref s/iter', 10), ('speedup', 10)]
-EVAL_COLUMNS = [('config', 18), ('s/task', 8), ('600 tasks s', 11), ('peak MB', 8), ('GFLOP/task', 10),
+EVAL_COLUMNS = [('config', 18), ('tasks/batch', 11), ('s/task', 8), ('600 tasks s', 11), ('peak MB', 8), ('GFLOP/task', 10),
                 ('GFLOP/s', 8), ('% matmul', 8), ('graph ops', 9)]
 
 
@@ -524,10 +610,11 @@ def train_row(name, order, r):
 def eval_row(name, r):
     if 'error' in r:
         return row(EVAL_COLUMNS[:1], [name]) + '  ERROR: ' + r['error']
-    t = statistics.median(r['times'])
+    per_batch = r['tasks']
+    t = statistics.median(r['times'])  # one batch of per_batch tasks
     rate = r['flops'] / t / 1e9
-    return row(EVAL_COLUMNS, [name, fmt(t, '.4f'), fmt(NUM_TEST_TASKS * t, '.1f'), fmt(r['rss_peak_mb'], '.0f'),
-                              fmt(r['flops'] / 1e9, '.3f'), fmt(rate, '.1f'),
+    return row(EVAL_COLUMNS, [name, per_batch, fmt(t / per_batch, '.4f'), fmt(-(-NUM_TEST_TASKS // per_batch) * t, '.1f'),
+                              fmt(r['rss_peak_mb'], '.0f'), fmt(r['flops'] / 1e9 / per_batch, '.3f'), fmt(rate, '.1f'),
                               fmt(100 * rate / r['ceiling_gflops'], '.0f'), r['ops']]) + notes(r)
 
 
@@ -551,6 +638,29 @@ def kernel_rows(name, r):
     lines.append('  %s: a second-order step is %.4g GFLOP; at the fastest rate above (%.4g GFLOP/s, %.0f %% of '
                  'the matmul ceiling) its convolutions and products alone take at least %.3g s.%s'
                  % (name, r['flops'] / 1e9, best, 100 * best / r['ceiling_gflops'], r['flops'] / 1e9 / best, target))
+    return lines
+
+
+def profile_rows(name, order, r, top=12):
+    """The op profile of one run: seconds per step by category, then the costliest op types."""
+    if 'error' in r:
+        return ['%s %s  ERROR: %s' % (name, order, r['error'])]
+    p = r['profile']
+    total = sum(p['seconds'].values())
+    what = '%d test tasks at once' % r['tasks'] if order == 'eval' else '%s order' % order
+    lines = ['Op profile: %s, %s; wall %.4f s/step under the profiler; op time %.4f s/step summed over threads'
+             % (name, what, p['wall'], total),
+             '  %-52s %8s %7s %9s' % ('kind of op', 's/step', '% ops', 'runs/step')]
+    kinds = {}
+    for op_type, seconds in p['seconds'].items():
+        kind = kinds.setdefault(op_kind(op_type), [0.0, 0.0])
+        kind[0] += seconds
+        kind[1] += p['runs'][op_type]
+    for kind, (seconds, runs) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
+        lines.append('  %-52s %8.4f %7.1f %9.0f' % (kind, seconds, 100 * seconds / total, runs))
+    lines.append('  %-52s %8s %7s %9s' % ('op type (costliest %d)' % top, 's/step', '% ops', 'runs/step'))
+    for op_type, seconds in sorted(p['seconds'].items(), key=lambda kv: -kv[1])[:top]:
+        lines.append('  %-52s %8.4f %7.1f %9.0f' % (op_type, seconds, 100 * seconds / total, p['runs'][op_type]))
     return lines
 
 
@@ -605,13 +715,17 @@ def main(argv=None):
     parser.add_argument('--warmup', type=int, default=3, help='untimed steps first (the first one traces)')
     parser.add_argument('--eval_configs', default=','.join(EVAL_CONFIGS),
                         help='configurations whose 600-task evaluation is timed ("none" to skip)')
-    parser.add_argument('--eval_tasks', type=int, default=50, help='timed evaluation tasks (median x 600)')
+    parser.add_argument('--eval_tasks', type=int, default=50,
+                        help='timed evaluation tasks, in whole batches (median batch x 600 / batch)')
     parser.add_argument('--kernels', default='none',
                         help='configurations whose convolution kernels are timed layer by layer, with the '
                         'bound they put on a step ("none" to skip, the default)')
     parser.add_argument('--onednn', choices=('default', 'on', 'off'), default='default',
                         help='TF_ENABLE_ONEDNN_OPTS for the subprocesses (default: TensorFlow\'s choice)')
     parser.add_argument('--timeout', type=int, default=3600, help='seconds allowed per configuration')
+    parser.add_argument('--profile', default='none',
+                        help='configurations to profile op by op: CONFIG (training, each of --orders) or '
+                        'CONFIG:eval (test batches), comma-separated; only that is run')
     parser.add_argument('--replicas', type=int, default=0,
                         help='time the step under tf.distribute with this many worker processes on this host, '
                         'the all-reduce alone, and project 1-16 workers (only that; see above)')
@@ -641,6 +755,15 @@ def main(argv=None):
     print('warm-up %d steps, then the median of %d steps; evaluation: median of %d tasks x 600'
           % (args.warmup, args.steps, args.eval_tasks), flush=True)
 
+    if args.profile != 'none':
+        for entry in args.profile.split(','):
+            name, _, mode = entry.strip().partition(':')
+            parse_list(name, CONFIGS, [])
+            for order in (['eval'] if mode == 'eval' else orders):
+                job = {'config': name, 'mode': order, 'steps': args.steps, 'warmup': args.warmup, 'profile': True}
+                print('\n' + '\n'.join(profile_rows(name, order, run_job(job, args.onednn, args.timeout))),
+                      flush=True)
+        return 0
     if args.replicas:
         replica_benchmark(args, [n for n in configs if n != 'sinusoid'] if args.configs == 'all' else configs, orders)
         return 0
@@ -655,11 +778,13 @@ def main(argv=None):
                 ceilings += [r['ceiling_gflops']] if 'ceiling_gflops' in r else []
                 print(train_row(name, order, r), flush=True)
     if eval_configs:
-        print('\nEvaluation, as main.py --train=False: %d tasks one at a time, %d inner steps '
-              '(extrapolated from the median task):' % (NUM_TEST_TASKS, TEST_NUM_UPDATES))
+        print('\nEvaluation, as main.py --train=False: %d tasks, %d inner steps, in batches of main.py\'s '
+              'TEST_TASKS_PER_BATCH (extrapolated from the median batch):' % (NUM_TEST_TASKS, TEST_NUM_UPDATES))
         print(header(EVAL_COLUMNS), flush=True)
         for name in eval_configs:
-            job = {'config': name, 'mode': 'eval', 'eval_tasks': args.eval_tasks, 'warmup': args.warmup}
+            per_batch = test_tasks_per_batch(CONFIGS[name][0])
+            job = {'config': name, 'mode': 'eval', 'eval_batches': -(-args.eval_tasks // per_batch),
+                   'warmup': args.warmup}
             r = run_job(job, args.onednn, args.timeout)
             ceilings += [r['ceiling_gflops']] if 'ceiling_gflops' in r else []
             print(eval_row(name, r), flush=True)

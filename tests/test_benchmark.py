@@ -62,3 +62,37 @@ def test_replicas_row_measures_the_strategy_and_projects_by_its_formula():
     # k=2 is the measured 2-worker step: share(2) + overhead + all-reduce (to the printed digits)
     assert abs(projected2 - two) <= 2e-4 and abs(share2 + overhead + allreduce - two) <= 3e-4, cells
     assert cells[11:] == ['- (2 tasks)'] * 3  # a worker needs a task: tiny's 2 tasks stop at 2 workers
+
+
+def test_op_kinds_of_tensorflow_and_onednn_op_types():
+    import benchmark
+    kinds = {t: benchmark.op_kind(t) for t in (
+        'Conv2D', '_MklNativeFusedConv2D', '_MklNativeConv2DBackpropFilter', 'Conv2DBackpropInput',
+        '_MklNativeFusedBatchNormEx', 'FusedBatchNormGradV3', '_MklTranspose', 'Tile', 'Sum', 'Mul',
+        'ResourceApplyAdam', '_MklBatchMatMulV2')}
+    assert kinds == {
+        'Conv2D': 'conv forward', '_MklNativeFusedConv2D': 'conv forward',
+        '_MklNativeConv2DBackpropFilter': 'conv backprop-filter', 'Conv2DBackpropInput': 'conv backprop-input',
+        '_MklNativeFusedBatchNormEx': 'fused batch norm', 'FusedBatchNormGradV3': 'fused batch norm',
+        '_MklTranspose': benchmark.OP_CATEGORIES[5][0], 'Tile': benchmark.OP_CATEGORIES[5][0],
+        'Sum': 'reductions', 'Mul': 'elementwise and other', 'ResourceApplyAdam': 'variables and Adam',
+        '_MklBatchMatMulV2': 'matmul'}
+
+
+def test_profile_breaks_a_step_down_by_kind_of_op():
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmark.py'), '--profile', 'tiny,tiny:eval',
+                           '--orders', 'second', '--steps', '2', '--warmup', '1'],
+                          capture_output=True, text=True, env=user_env(), timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    blocks = proc.stdout.split('Op profile: ')[1:]
+    assert [b.split(';')[0] for b in blocks] == ['tiny, second order', 'tiny, 10 test tasks at once'], proc.stdout
+    for block in blocks:
+        total = float(re.search(r'op time ([0-9.]+) s/step', block).group(1))
+        kinds = {}
+        for line in filter(str.strip, block.split('op type (costliest')[0].splitlines()[2:]):
+            name, seconds, share, runs = re.match(r'\s+(.+?)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9]+)$', line).groups()
+            kinds[name] = (float(seconds), float(runs))
+        # every op of a step lands in one kind: the kinds add up to the total
+        assert abs(sum(s for s, _ in kinds.values()) - total) <= 0.0001 * len(kinds) + 1e-9, block
+        for kind in ('conv forward', 'conv backprop-filter', 'conv backprop-input'):
+            assert kinds[kind][0] > 0 and kinds[kind][1] >= 4, (kind, block)  # four conv layers
