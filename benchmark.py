@@ -354,7 +354,7 @@ def worker(job):
     tasks = job.get('tasks', tasks)
     evaluation = job['mode'] == 'eval'
     if evaluation:  # main.py's test: 2K per class, TEST_TASKS_PER_BATCH tasks at once
-        tasks, k_query, recorded = test_tasks_per_batch(flags), flags['update_batch_size'], TEST_NUM_UPDATES
+        tasks, k_query, recorded = job['tasks_per_batch'], flags['update_batch_size'], TEST_NUM_UPDATES
     else:
         recorded = TRAIN_RECORDED[flags['datasource']]
         flags['stop_grad'] = job['mode'] == 'first'
@@ -717,6 +717,8 @@ def main(argv=None):
                         help='configurations whose 600-task evaluation is timed ("none" to skip)')
     parser.add_argument('--eval_tasks', type=int, default=50,
                         help='timed evaluation tasks, in whole batches (median batch x 600 / batch)')
+    parser.add_argument('--eval_tasks_per_batch', type=int, default=0,
+                        help='test tasks evaluated at once (0: main.py\'s choice, TEST_TASKS_PER_BATCH)')
     parser.add_argument('--kernels', default='none',
                         help='configurations whose convolution kernels are timed layer by layer, with the '
                         'bound they put on a step ("none" to skip, the default)')
@@ -760,7 +762,8 @@ def main(argv=None):
             name, _, mode = entry.strip().partition(':')
             parse_list(name, CONFIGS, [])
             for order in (['eval'] if mode == 'eval' else orders):
-                job = {'config': name, 'mode': order, 'steps': args.steps, 'warmup': args.warmup, 'profile': True}
+                job = {'config': name, 'mode': order, 'steps': args.steps, 'warmup': args.warmup, 'profile': True,
+                       'tasks_per_batch': args.eval_tasks_per_batch or test_tasks_per_batch(CONFIGS[name][0])}
                 print('\n' + '\n'.join(profile_rows(name, order, run_job(job, args.onednn, args.timeout))),
                       flush=True)
         return 0
@@ -782,9 +785,9 @@ def main(argv=None):
               'TEST_TASKS_PER_BATCH (extrapolated from the median batch):' % (NUM_TEST_TASKS, TEST_NUM_UPDATES))
         print(header(EVAL_COLUMNS), flush=True)
         for name in eval_configs:
-            per_batch = test_tasks_per_batch(CONFIGS[name][0])
+            per_batch = args.eval_tasks_per_batch or test_tasks_per_batch(CONFIGS[name][0])
             job = {'config': name, 'mode': 'eval', 'eval_batches': -(-args.eval_tasks // per_batch),
-                   'warmup': args.warmup}
+                   'tasks_per_batch': per_batch, 'warmup': args.warmup}
             r = run_job(job, args.onednn, args.timeout)
             ceilings += [r['ceiling_gflops']] if 'ceiling_gflops' in r else []
             print(eval_row(name, r), flush=True)
