@@ -1,0 +1,44 @@
+"""Meta-gradient of the reference (as run under TF 2.x) against ours, same weights and batch.
+
+    python docs/implementations/run_reference.py --reference PATH --gradcheck DIR   # [REF_NORM=...]
+    python docs/implementations/gradcompare.py DIR [--norm batch_norm|layer_norm|None]
+
+DIR holds what run_reference.py --gradcheck saved: the reference's initial weights (TF1 checkpoint
+model0) and ref.npz (the batch and the reference's meta-gradient). --norm must be the REF_NORM the
+reference ran with (default batch_norm). Ours is this repository's MAML (two folders up), loaded
+with the same weights (tf1_checkpoint) and evaluated in float64 (the exact value) and float32.
+"""
+import argparse
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # two folders up
+
+p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p.add_argument('dir', help='the folder run_reference.py --gradcheck wrote')
+p.add_argument('--norm', default='batch_norm', choices=('batch_norm', 'layer_norm', 'None'),
+               help="the reference's --norm (REF_NORM) for that run (default: batch_norm)")
+args = p.parse_args()
+d, norm = args.dir, args.norm
+
+sys.path.insert(0, REPO)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+import numpy as np, tensorflow as tf
+import tf1_checkpoint
+from maml import MAML, ModelConfig
+ref = np.load(os.path.join(d, 'ref.npz'))
+cfg = dict(datasource='omniglot', num_classes=5, update_batch_size=1, update_lr=0.4, num_updates=1, norm=norm)
+def ours(dtype):
+    m = MAML(784, 5, test_num_updates=10, config=ModelConfig(**cfg), dtype=dtype, seed=0)
+    names = tf1_checkpoint.load_reference_checkpoint(m, os.path.join(d, 'model0')).names
+    batch = [tf.constant(ref[k], dtype) for k in ('inputa', 'inputb', 'labela', 'labelb')]
+    out, grads = tf.function(lambda *b: m.meta_gradients(*b, num_steps=1, record_all=False))(*batch)
+    return {names[n]: g.numpy().astype(np.float64) for n, g in zip(m.variable_names, grads)}
+exact = ours(tf.float64)
+variants = {'reference (TF 2.x, float32)': {k[5:]: ref[k].astype(np.float64) for k in ref.files if k.startswith('grad/')},
+            'ours float32': ours(tf.float32)}
+print('relative error of the meta-gradient against ours in float64 (max |diff| / max |exact|), norm=%s' % norm)
+names = sorted(exact)
+print('%-46s' % '' + ' '.join('%12s' % n.replace('model/', '')[:12] for n in names))
+for label, g in variants.items():
+    print('%-46s' % label + ' '.join('%12.1e' % (np.abs(g[n] - exact[n]).max() / np.abs(exact[n]).max()) for n in names))
