@@ -35,8 +35,8 @@ backprop-input, backprop-filter, fused batch norm, layout copies such as
 transposes and tiles, reductions, the rest) and the costliest op types. Op
 seconds are summed over threads, so on 2 cores they can exceed the wall time;
 the gap between one core's wall time and its op seconds is the executor's own
-time between ops. The profiler adds some overhead of its own (its wall time
-is printed beside the untraced median).
+time between ops. The profiler adds some overhead of its own: the wall time
+it prints is under the profiler, above the untraced s/iter of the rows.
 
 FLOPs are counted from the traced graph of the step: 2 x multiply-adds of
 every convolution (forward and both backward kinds; grouped convolutions
@@ -54,10 +54,13 @@ second-order step into a lower bound on its time with these kernels, as if
 every FLOP ran at that rate and the elementwise work were free.
 
 Reference figures are those of the reference implementation (TF1 code under
-TF 2.21 compat mode) on this machine kind with 2 cores, as the performance
-issue reports them; "speedup" is reference time / our time (a range when the
-reference's is a range). If this benchmark runs on fewer cores than the
-reference figures (taskset), the speedups are understated.
+TF 2.21 compat mode) with 2 cores, as the performance issue reports them
+(2026-12-01, on an earlier machine than that of docs/performance.md's
+afternoon run of 2026-12-02); "speedup" is reference time / our time (a
+range when the reference's is a range). If this benchmark runs on fewer cores
+than the reference figures (taskset), the speedups are understated. To time
+the reference beside this code in one run, on the same machine, use
+docs/implementations/compare.py.
 
 --replicas N times the step under tf.distribute.MultiWorkerMirroredStrategy:
 N worker processes on this host (TF_CONFIG on free localhost ports), worker i
@@ -383,20 +386,18 @@ def worker(job):
         result['allreduce_times'] = allreduce_times(tf, strategy, model.variables_list, job['steps'])
         result['allreduce_bytes'] = sum(v.shape.num_elements() * 4 for v in model.variables_list)
         return result
+    if evaluation:
+        def step():
+            return model.evaluate_tasks(batch(), TEST_NUM_UPDATES)['losses'].numpy()
+    else:
+        def step():
+            return float(model.metatrain_step(batch())['total_loss1'])
     if job.get('profile'):
-        if evaluation:
-            def step():
-                return model.evaluate_tasks(batch(), TEST_NUM_UPDATES)['losses'].numpy()
-        else:
-            def step():
-                return float(model.metatrain_step(batch())['total_loss1'])
         timed_calls(step, job['warmup'])
         result['profile'] = op_profile(tf, step, job['steps'])
         result['tasks'] = tasks
         return result
     if evaluation:
-        def step():
-            return model.evaluate_tasks(batch(), TEST_NUM_UPDATES)['losses'].numpy()
         timed_calls(step, job['warmup'])
         result['times'] = timed_calls(step, job['eval_batches'])
         result['tasks'] = tasks
@@ -578,8 +579,8 @@ def ref_text(ref):
 TRAIN_COLUMNS = [('config', 18), ('order', 6), ('s/iter', 8), ('report s/iter', 13), ('60k iters h', 11),
                  ('peak MB', 8), ('GFLOP/iter', 10), ('GFLOP/s', 8), ('% matmul', 8), ('graph ops', 9),
                  ('ref s/iter', 10), ('speedup', 10)]
-EVAL_COLUMNS = [('config', 18), ('tasks/batch', 11), ('s/task', 8), ('600 tasks s', 11), ('peak MB', 8), ('GFLOP/task', 10),
-                ('GFLOP/s', 8), ('% matmul', 8), ('graph ops', 9)]
+EVAL_COLUMNS = [('config', 18), ('tasks/batch', 11), ('s/task', 8), ('600 tasks s', 11), ('peak MB', 8),
+                ('GFLOP/task', 10), ('GFLOP/s', 8), ('% matmul', 8), ('graph ops', 9)]
 
 
 def row(columns, values):
@@ -613,7 +614,8 @@ def eval_row(name, r):
     per_batch = r['tasks']
     t = statistics.median(r['times'])  # one batch of per_batch tasks
     rate = r['flops'] / t / 1e9
-    return row(EVAL_COLUMNS, [name, per_batch, fmt(t / per_batch, '.4f'), fmt(-(-NUM_TEST_TASKS // per_batch) * t, '.1f'),
+    batches = -(-NUM_TEST_TASKS // per_batch)
+    return row(EVAL_COLUMNS, [name, per_batch, fmt(t / per_batch, '.4f'), fmt(batches * t, '.1f'),
                               fmt(r['rss_peak_mb'], '.0f'), fmt(r['flops'] / 1e9 / per_batch, '.3f'), fmt(rate, '.1f'),
                               fmt(100 * rate / r['ceiling_gflops'], '.0f'), r['ops']]) + notes(r)
 
