@@ -23,6 +23,7 @@ d, norm = args.dir, args.norm
 
 sys.path.insert(0, REPO)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+import utils  # noqa: F401  (before TensorFlow, as main.py: it enables the oneDNN kernels)
 import numpy as np, tensorflow as tf
 import tf1_checkpoint
 from maml import MAML, ModelConfig
