@@ -4,7 +4,6 @@
     python run_reference.py --reference PATH --cf v1 --order second --check 20   # losses on a fixed batch
     python run_reference.py --reference PATH --profile --steps 10 --warmup 3     # op profile
     python run_reference.py --reference PATH --gradcheck DIR     # weights, batch, meta-gradient for gradcompare.py
-    python run_reference.py --reference PATH --fdcheck           # tf.gradients vs finite differences
 
 --reference (or the environment variable MAML_REFERENCE_DIR) is the folder of a clone of cbfinn/maml
 (maml.py, utils.py, main.py, data_generator.py, special_grads.py); its files are imported from there
@@ -131,7 +130,6 @@ def main():
     p.add_argument('--test_num_updates', type=int, default=10,
                    help="MAML(test_num_updates=...): main.py uses 10 for omniglot; the graph then builds 10 "
                         "inner steps per task even though training uses num_updates=1")
-    p.add_argument('--fdcheck', action='store_true', help='directional finite differences of the meta-loss vs tf.gradients')
     p.add_argument('--gradcheck', help='save initial weights (TF1 checkpoint), a batch and the meta-gradient here')
     p.add_argument('--profile', action='store_true', help='op profile (benchmark.op_profile) instead of timing')
     p.add_argument('--check', type=int, default=0, help='instead of timing: N steps on one fixed batch, print losses')
@@ -208,40 +206,11 @@ def main():
                  **{'grad/' + v.op.name: gi for v, gi in zip(variables, g)})
         print('saved', [v.op.name for v in variables])
         return
-    if args.fdcheck:
-        with graph.as_default():
-            variables = tf1.trainable_variables()
-            loss = model.total_losses2[0]
-            grads = tf1.gradients(loss, variables)
-            grads = [g if g is not None else tf1.zeros_like(v) for g, v in zip(grads, variables)]
-            holders = [tf1.placeholder(v.dtype.base_dtype, v.shape) for v in variables]
-            assigns = [v.assign(h) for v, h in zip(variables, holders)]
-        fixed = feeds[0]
-        theta = sess.run(variables)
-        g = sess.run(grads, fixed)
-        r = np.random.default_rng(1)
-        for trial in range(3):
-            v = [r.normal(size=t.shape).astype(np.float64) for t in theta]
-            norm = np.sqrt(sum((x ** 2).sum() for x in v)); v = [x / norm for x in v]
-            gv = sum((gi.astype(np.float64) * vi).sum() for gi, vi in zip(g, v))
-            out = []
-            for eps in (3e-2, 1e-2, 3e-3):
-                vals = []
-                for sign in (1, -1):
-                    sess.run(assigns, {h: (t + sign * eps * vi).astype(np.float32) for h, t, vi in zip(holders, theta, v)})
-                    vals.append(float(sess.run(loss, fixed)))
-                out.append('eps %g fd %.6f' % (eps, (vals[0] - vals[1]) / (2 * eps)))
-            sess.run(assigns, {h: t for h, t in zip(holders, theta)})
-            print('trial %d: grad.v %.6f | %s' % (trial, gv, ' | '.join(out)), flush=True)
-        return
     if args.profile:
         import collections
         import itertools
         print('graph ops by conv type:', collections.Counter(o.type for o in graph.get_operations() if 'Conv' in o.type))
         print('count_flops (loop body once):', benchmark.count_flops(graph))
-        for o in graph.get_operations():
-            if 'Conv' in o.type:
-                print('  ', o.type, o.name[:110], [tuple(i.shape.as_list()) if i.shape.rank else None for i in o.inputs][:3])
         for i in range(args.warmup):
             sess.run(model.metatrain_op, feeds[i % 4])
         cycle = itertools.count()
