@@ -23,10 +23,13 @@ a few). The projection for 60,000 iterations is 59,400 ordinary steps plus
 600 report steps (validation every 500 iterations and data loading excluded).
 
 Evaluation (--eval_configs) is main.py's test: 600 tasks, 10 inner steps
-each, in batches of main.TEST_TASKS_PER_BATCH tasks (Omniglot 10,
-miniImagenet 1) through MAML.evaluate_tasks; the time is the median batch
-over --eval_tasks tasks, times the 600 tasks' batches (extrapolated, not 600
-tasks actually run; sampling the tasks from the data set is not timed).
+each, through MAML.evaluate_tasks in batches of main.TEST_TASKS_PER_BATCH
+tasks (Omniglot 10, miniImagenet 1) for each core the run may use, in one
+group per core with one thread per op, as main.py runs it. The 600 tasks'
+time is the first batch (tracing and optimising the graph, then running it)
+plus the median batch over --eval_tasks tasks for each further batch
+(extrapolated, not 600 tasks actually run; main.py draws the tasks from the
+data set while the previous batch runs, so that is not timed).
 
 --profile runs TensorFlow's profiler over --steps steps of a configuration
 (training, each of --orders; CONFIG:eval for its test batches) and prints
@@ -200,18 +203,24 @@ def count_flops(graph):
     return flops, len(graph.get_operations())
 
 
-def matmul_ceiling(tf, size=2048, repeats=9):
-    """GFLOP/s of one large float32 tf.matmul in a tf.function (median of repeats)."""
+def graph_ops(graph):
+    """Ops of a traced graph, counting those of the functions it calls (a loop body once)."""
+    return len(graph.get_operations()) + sum(len(f.node_def) for f in graph.as_graph_def().library.function)
+
+
+def matmul_ceiling(tf, size=2048, repeats=9, parts=1):
+    """GFLOP/s of one large float32 tf.matmul in a tf.function (median of repeats); with parts,
+    that many independent ones side by side (the ceiling of the test's groups, one thread per op)."""
     a = tf.random.uniform([size, size])
     b = tf.random.uniform([size, size])
-    f = tf.function(lambda x, y: tf.matmul(x, y))
-    f(a, b).numpy()
+    f = tf.function(lambda x, y: [tf.matmul(x + i if i else x, y) for i in range(parts)])
+    [c.numpy() for c in f(a, b)]
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        f(a, b).numpy()
+        [c.numpy() for c in f(a, b)]
         times.append(time.perf_counter() - start)
-    return 2 * size ** 3 / statistics.median(times) / 1e9
+    return parts * 2 * size ** 3 / statistics.median(times) / 1e9
 
 
 def timed(call, count):
@@ -346,18 +355,22 @@ def worker(job):
         os.sched_setaffinity(0, {job['cpu']})
     sys.path.insert(0, REPO)
     import numpy as np
-    from main import choose_cpu_kernels
-    choose_cpu_kernels(CONFIGS[job['config']][0]['datasource'], train=job['mode'] != 'eval')  # as main.py
+    from main import choose_cpu_kernels, test_parts, use_cores_for_test
+    evaluation = job['mode'] == 'eval'
+    choose_cpu_kernels(CONFIGS[job['config']][0]['datasource'], train=not evaluation)  # as main.py
     import utils  # noqa: F401  (before TensorFlow, as main.py: it enables the oneDNN kernels)
     import tensorflow as tf
+    if evaluation:
+        use_cores_for_test(tf)  # as main.py's test
     from maml import MAML, ModelConfig
     result = {}
     flags, tasks, k_support, k_query = CONFIGS[job['config']]
     flags = dict(flags)
     tasks = job.get('tasks', tasks)
-    evaluation = job['mode'] == 'eval'
-    if evaluation:  # main.py's test: 2K per class, TEST_TASKS_PER_BATCH tasks at once
-        tasks, k_query, recorded = job['tasks_per_batch'], flags['update_batch_size'], TEST_NUM_UPDATES
+    parts = 1
+    if evaluation:  # main.py's test: 2K per class, TEST_TASKS_PER_BATCH tasks per core at once
+        parts = test_parts()
+        tasks, k_query, recorded = job['tasks_per_batch'] * parts, flags['update_batch_size'], TEST_NUM_UPDATES
     else:
         recorded = TRAIN_RECORDED[flags['datasource']]
         flags['stop_grad'] = job['mode'] == 'first'
@@ -388,21 +401,24 @@ def worker(job):
         return result
     if evaluation:
         def step():
-            return model.evaluate_tasks(batch(), TEST_NUM_UPDATES)['losses'].numpy()
+            return model.evaluate_tasks(batch(), TEST_NUM_UPDATES, parts=parts)['losses'].numpy()
     else:
         def step():
             return float(model.metatrain_step(batch())['total_loss1'])
     if job.get('profile'):
         timed_calls(step, job['warmup'])
         result['profile'] = op_profile(tf, step, job['steps'])
-        result['tasks'] = tasks
+        result['tasks'], result['parts'] = tasks, parts
         return result
     if evaluation:
-        timed_calls(step, job['warmup'])
+        result['first'] = timed_calls(step, 1)[0]  # main.py's first batch: tracing, optimising, running
+        timed_calls(step, job['warmup'] - 1)
         result['times'] = timed_calls(step, job['eval_batches'])
-        result['tasks'] = tasks
-        result['flops'], result['ops'] = count_flops(model.traced_graph('evaluate_tasks', batches[0],
-                                                                        TEST_NUM_UPDATES))
+        result['tasks'], result['parts'] = tasks, parts
+        result['ops'] = graph_ops(model.traced_graph('evaluate_tasks', batches[0], TEST_NUM_UPDATES))
+        # the FLOPs of the steps written out (the graph run has them in a loop and in functions)
+        unrolled = tf.function(lambda *b: model.task_results(*b, TEST_NUM_UPDATES, loop=False), autograph=False)
+        result['flops'], _ = count_flops(unrolled.get_concrete_function(*batches[0]).graph)
     else:
         timed(lambda: model.metatrain_step(batch()), job['warmup'])
         result['times'] = timed(lambda: model.metatrain_step(batch()), job['steps'])
@@ -417,9 +433,9 @@ def worker(job):
             result['report_times'] = result['times']
         if not np.isfinite(float(model.metatrain_step(batch())['total_loss1'])):
             result['warning'] = 'non-finite loss'
-    result['ceiling_gflops'] = matmul_ceiling(tf)
+    result['ceiling_gflops'] = matmul_ceiling(tf, parts=parts)  # the test: one group per core
     result['rss_peak_mb'] = peak_rss_mb()
-    if model.forward == model.forward_conv and not evaluation:  # evaluation runs one task: no groups
+    if model.forward == model.forward_conv and not evaluation:
         result['grouped_conv'] = utils.grouped_conv_gradients_work()
     return result
 
@@ -579,7 +595,8 @@ def ref_text(ref):
 TRAIN_COLUMNS = [('config', 18), ('order', 6), ('s/iter', 8), ('report s/iter', 13), ('60k iters h', 11),
                  ('peak MB', 8), ('GFLOP/iter', 10), ('GFLOP/s', 8), ('% matmul', 8), ('graph ops', 9),
                  ('ref s/iter', 10), ('speedup', 10)]
-EVAL_COLUMNS = [('config', 18), ('tasks/batch', 11), ('s/task', 8), ('600 tasks s', 11), ('peak MB', 8),
+EVAL_COLUMNS = [('config', 18), ('tasks/batch', 11), ('groups', 6), ('s/task', 8), ('first batch s', 13),
+                ('600 tasks s', 11), ('peak MB', 8),
                 ('GFLOP/task', 10), ('GFLOP/s', 8), ('% matmul', 8), ('graph ops', 9)]
 
 
@@ -615,7 +632,8 @@ def eval_row(name, r):
     t = statistics.median(r['times'])  # one batch of per_batch tasks
     rate = r['flops'] / t / 1e9
     batches = -(-NUM_TEST_TASKS // per_batch)
-    return row(EVAL_COLUMNS, [name, per_batch, fmt(t / per_batch, '.4f'), fmt(batches * t, '.1f'),
+    return row(EVAL_COLUMNS, [name, per_batch, r['parts'], fmt(t / per_batch, '.4f'), fmt(r['first'], '.2f'),
+                              fmt(r['first'] + (batches - 1) * t, '.1f'),
                               fmt(r['rss_peak_mb'], '.0f'), fmt(r['flops'] / 1e9 / per_batch, '.3f'), fmt(rate, '.1f'),
                               fmt(100 * rate / r['ceiling_gflops'], '.0f'), r['ops']]) + notes(r)
 
@@ -649,7 +667,8 @@ def profile_rows(name, order, r, top=12):
         return ['%s %s  ERROR: %s' % (name, order, r['error'])]
     p = r['profile']
     total = sum(p['seconds'].values())
-    what = '%d test tasks at once' % r['tasks'] if order == 'eval' else '%s order' % order
+    what = ('%d test tasks at once in %d group(s)' % (r['tasks'], r['parts']) if order == 'eval'
+            else '%s order' % order)
     lines = ['Op profile: %s, %s; wall %.4f s/step under the profiler; op time %.4f s/step summed over threads'
              % (name, what, p['wall'], total),
              '  %-52s %8s %7s %9s' % ('kind of op', 's/step', '% ops', 'runs/step')]
@@ -784,7 +803,8 @@ def main(argv=None):
                 print(train_row(name, order, r), flush=True)
     if eval_configs:
         print('\nEvaluation, as main.py --train=False: %d tasks, %d inner steps, in batches of main.py\'s '
-              'TEST_TASKS_PER_BATCH (extrapolated from the median batch):' % (NUM_TEST_TASKS, TEST_NUM_UPDATES))
+              'TEST_TASKS_PER_BATCH for each core, a group per core (the first batch timed, the others '
+              'extrapolated from the median batch):' % (NUM_TEST_TASKS, TEST_NUM_UPDATES))
         print(header(EVAL_COLUMNS), flush=True)
         for name in eval_configs:
             per_batch = args.eval_tasks_per_batch or test_tasks_per_batch(CONFIGS[name][0])

@@ -9,6 +9,7 @@ Usage (the reference's command lines; docs/experiments.md lists all of them):
         python main.py --datasource=miniimagenet --metatrain_iterations=60000 --meta_batch_size=4 --update_batch_size=1 --update_lr=0.01 --num_updates=5 --num_classes=5 --logdir=logs/miniimagenet1shot/ --num_filters=32 --max_pool=True
     Evaluate: add --train=False (and --test_set=True for the test split).
 """
+import concurrent.futures
 import contextlib
 import csv
 import json
@@ -60,9 +61,9 @@ flags.DEFINE_float('train_update_lr', -1, 'value of inner gradient step step dur
 flags.DEFINE_string('data_dir', 'data', 'folder holding omniglot_resized/ and miniImagenet/ (the reference: ./data)')
 flags.DEFINE_integer('seed', 0, 'seed of the weight initialisation and of the task streams')
 flags.DEFINE_integer('test_tasks_per_batch', 0, '--train=False evaluates this many test tasks at once '
-                     '(0: the measured choice for the data set, main.TEST_TASKS_PER_BATCH; 1: one at a time, '
-                     'as the reference). The tasks are the same either way, and so are their numbers '
-                     'up to float32 rounding.')
+                     'on each core (0: the measured choice for the data set, main.TEST_TASKS_PER_BATCH; 1: one '
+                     'at a time, as the reference). The tasks are the same either way, and so are their '
+                     'numbers up to float32 rounding.')
 flags.DEFINE_string('distribute', None, 'tf.distribute over several replicas, the meta-batch\'s tasks shared '
                     'among them: mirrored (this host\'s GPUs, or --replicas logical devices of its CPU) or '
                     'multi_worker (one process per worker, the cluster in TF_CONFIG). Unset: one process, '
@@ -74,8 +75,8 @@ SUMMARY_INTERVAL = 100
 SAVE_INTERVAL = 1000
 NUM_TEST_POINTS = 600
 TEST_NUM_UPDATES = 10
-# Test tasks evaluated at once by default (--test_tasks_per_batch=0), the fastest measured
-# (docs/performance.md, "Task-batched test"; CPU seconds for 600 tasks on one core):
+# Test tasks evaluated at once on each core by default (--test_tasks_per_batch=0), the fastest
+# measured (docs/performance.md, "Task-batched test"; CPU seconds for 600 tasks on one core):
 # sinusoid all 600 (18x faster than one at a time: one small graph run instead of 600);
 # Omniglot 10 (1.18x against one task on TensorFlow's own kernels; 25 and 50 about as fast,
 # 100 and 600 slower, 600 holds 2.6 GB); miniImagenet 1, one at a time, because its grouped
@@ -512,11 +513,17 @@ def check_our_checkpoint(model, path):
 def test(model, data_generator, out_dir, write=True):
     """600 tasks, inner steps 0..10, in batches of tasks; prints and writes the CSV and pickle.
 
-    With --distribute, each replica takes per_batch tasks of every batch.
+    Each batch holds per_batch tasks for each core (test_parts), or with
+    --distribute for each replica.
     """
     per_batch = FLAGS.test_tasks_per_batch or TEST_TASKS_PER_BATCH[FLAGS.datasource]
     replicas = model.strategy.num_replicas_in_sync if model.strategy else 1
-    results = score_test_tasks(model, data_generator, per_batch * replicas, replicas)
+    parts = 1 if model.strategy else test_parts()
+    start = time.time()
+    results = score_test_tasks(model, data_generator, per_batch * replicas * parts, max(replicas, parts), parts)
+    print('%d test tasks in %.1f s, %d at a time in %d group(s) side by side'
+          % (NUM_TEST_POINTS, time.time() - start, min(per_batch * replicas * parts, NUM_TEST_POINTS),
+             max(replicas, parts)), file=sys.stderr, flush=True)
     from utils import confidence_summary
     means, stds, ci95 = confidence_summary(results)
     print('Mean validation accuracy/loss, stddev, and confidence intervals')
@@ -527,24 +534,59 @@ def test(model, data_generator, out_dir, write=True):
     return means, stds, ci95
 
 
-def score_test_tasks(model, data_generator, per_batch, replicas=1):
+def test_parts():
+    """Groups of test tasks evaluated side by side: one per core this process may use.
+
+    With one group per core and one thread per op (use_cores_for_test), two
+    cores ran the 600-task tests 1.3-1.5x faster than with both cores on
+    every op of one group (docs/performance.md, "The test on two cores").
+    """
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
+def use_cores_for_test(tf):
+    """One thread per op where test_parts gives each core its own group of tasks.
+
+    Only before TensorFlow runs its first op; later (main.build called by a
+    program that already ran TensorFlow) the ops keep their threads: the
+    same numbers, a little slower.
+    """
+    if test_parts() > 1:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow is already running
+            pass
+
+
+def score_test_tasks(model, data_generator, per_batch, min_tasks=1, parts=1):
     """[600, 11] float64: accuracy (images) or MSE (sinusoid) of each test task after 0..10 steps.
 
     Task i is make_batch(train=False, index=i) of a meta-batch of 1, as the
-    reference drew it; per_batch of them are stacked and evaluated at once.
-    A last batch too small to give every replica a task is filled up with
-    repeats of its last task, whose results are dropped.
+    reference drew it; per_batch of them are stacked and evaluated at once,
+    in `parts` groups side by side. A last batch smaller than min_tasks (one
+    task per replica or group) is filled up with repeats of its last task,
+    whose results are dropped. The next batch is drawn while this one runs.
     """
     key = 'accuracies' if model.classification else 'losses'
-    rows = []
-    for start in range(0, NUM_TEST_POINTS, per_batch):
+
+    def draw(start):
         indices = range(start, min(start + per_batch, NUM_TEST_POINTS))
-        padded = list(indices) + [indices[-1]] * max(0, replicas - len(indices))
-        batch = data_generator.make_batches(train=False, indices=padded, update_batch_size=FLAGS.update_batch_size)
-        scores = model.evaluate_tasks(batch, TEST_NUM_UPDATES)[key].numpy().astype(np.float64)
-        rows.append(scores[:len(indices)])
-        for done in range(100 * (start // 100 + 1), indices.stop + 1, 100):
-            print('Tested %d/%d tasks' % (done, NUM_TEST_POINTS), file=sys.stderr, flush=True)
+        padded = list(indices) + [indices[-1]] * max(0, min_tasks - len(indices))
+        return indices, data_generator.make_batches(train=False, indices=padded,
+                                                    update_batch_size=FLAGS.update_batch_size)
+
+    starts = range(0, NUM_TEST_POINTS, per_batch)
+    rows = []
+    with concurrent.futures.ThreadPoolExecutor(1) as drawer:
+        upcoming = drawer.submit(draw, starts[0])
+        for n, start in enumerate(starts):
+            indices, batch = upcoming.result()
+            if n + 1 < len(starts):
+                upcoming = drawer.submit(draw, starts[n + 1])
+            scores = model.evaluate_tasks(batch, TEST_NUM_UPDATES, parts=parts)
+            rows.append(scores[key].numpy().astype(np.float64)[:len(indices)])
+            for done in range(100 * (start // 100 + 1), indices.stop + 1, 100):
+                print('Tested %d/%d tasks' % (done, NUM_TEST_POINTS), file=sys.stderr, flush=True)
     return np.concatenate(rows)
 
 
@@ -595,6 +637,8 @@ def build(train):
     import utils
     import tensorflow as tf
     from maml import MAML, ModelConfig
+    if not train and not FLAGS.distribute:
+        use_cores_for_test(tf)
     strategy = utils.distribution_strategy(FLAGS.distribute, FLAGS.replicas)
     if strategy is not None and train and FLAGS.meta_batch_size % strategy.num_replicas_in_sync:
         raise FlagError('--meta_batch_size=%d is not divisible by the %d replicas of --distribute=%s: '

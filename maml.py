@@ -12,6 +12,7 @@ inner step adapts every task. Per-task batch norm falls out of the layout.
 This replaces the reference's map_fn over tasks: the same function, a few
 large ops instead of thousands of small ones.
 """
+import contextlib
 import dataclasses
 import math
 
@@ -285,7 +286,7 @@ class MAML(tf.Module):
         lossesb, outputsb = [], []
         for step in range(num_steps):
             pause = outer_tape is not None and step >= self.config.num_updates
-            with outer_tape.stop_recording() if pause else _null_context():
+            with outer_tape.stop_recording() if pause else contextlib.nullcontext():
                 fast_weights, output, loss = self.inner_update(
                     fast_weights, inputa, labela, self.config.stop_grad or pause, recorded=outer_tape is not None)
                 if step == 0:
@@ -370,21 +371,89 @@ class MAML(tf.Module):
             return self._across_replicas(self._replica_metabatch, inputa, inputb, labela, labelb, num_steps)
         return self.metabatch(inputa, inputb, labela, labelb, num_steps)
 
-    def _evaluate_tasks(self, inputa, inputb, labela, labelb, num_steps):
+    def _evaluate_tasks(self, inputa, inputb, labela, labelb, num_steps, parts=1):
+        """task_results of the batch; its tasks in `parts` groups that run side by side.
+
+        The groups share no op, so TensorFlow's executor runs them at once, one
+        per core: on small test tasks that uses two cores better than both
+        cores working on each op (main.py's test, docs/performance.md). Each
+        group is one call of the same traced function.
+        """
+        if self.strategy is not None:
+            return self._across_replicas(self._replica_evaluate_tasks, inputa, inputb, labela, labelb, num_steps)
+        group = self._function('task_results', self.task_results, num_steps)
+        results = [group(*[t[start:stop] for t in (inputa, inputb, labela, labelb)])
+                   for start, stop in (replica_task_range(inputa.shape[0], parts, p) for p in range(parts))]
+        return {k: tf.concat([r[k] for r in results], 0) for k in results[0]}
+
+    def task_results(self, inputa, inputb, labela, labelb, num_steps, loop=None):
         """Per task, not averaged: losses (and accuracies) [tasks, num_steps + 1].
 
         Column 0 is the support set before any step (what metabatch's total_loss1
         averages), column j the query set after step j. The tasks run side by
         side as in training, each with its own batch-norm statistics, so task
         t's row does not depend on which tasks share its batch.
+
+        loop: steps 2..num_steps in a tf.while_loop (adapt_in_loop) rather than
+        unrolled (adapt); None: where it measured faster, see test_steps_in_loop.
         """
-        if self.strategy is not None:
-            return self._across_replicas(self._replica_evaluate_tasks, inputa, inputb, labela, labelb, num_steps)
+        if loop is None:
+            loop = self.test_steps_in_loop(num_steps)
+        if loop:
+            return self.adapt_in_loop(inputa, inputb, labela, labelb, num_steps)
         tasks = self.adapt(inputa, inputb, labela, labelb, num_steps)
         out = {'losses': tf.stack([tasks['lossa']] + tasks['lossesb'], axis=1)}
         if self.classification:
             out['accuracies'] = tf.stack([tasks['accuracya']] + tasks['accuraciesb'], axis=1)
         return out
+
+    def test_steps_in_loop(self, num_steps):
+        """Whether task_results runs the inner steps in a loop.
+
+        The loop's graph is traced and optimised once for all the steps: the
+        600-task Omniglot test starts about 2 s sooner (of about 6). Not with
+        max pooling: in a while loop's body TensorFlow 2.21 falls back from
+        oneDNN's max-pool gradient to a 20x slower kernel, which made
+        miniImagenet's test 1.3x slower.
+        """
+        return num_steps >= 2 and not (self.forward == self.forward_conv and self.config.max_pool)
+
+    def adapt_in_loop(self, inputa, inputb, labela, labelb, num_steps):
+        """task_results with no outer tape, the steps after the first in a tf.while_loop.
+
+        The same ops as adapt's, step by step, so the same numbers.
+        """
+        if num_steps < 1:
+            raise ValueError('adapt_in_loop takes at least one step, not %d' % num_steps)
+        fast_weights = self.tile_weights(self.weights, inputa.shape[0])
+        fast_weights, outputa, lossa = self.inner_update(fast_weights, inputa, labela, self.config.stop_grad,
+                                                         recorded=False)
+        names = list(fast_weights)
+
+        def query_results(weights):
+            outputb = self.forward(inputb, weights, differentiated_twice=False)
+            results = {'losses': self.loss_func(outputb, labelb)}
+            if self.classification:
+                results['accuracies'] = accuracy(outputb, labelb)
+            return results
+
+        def record(arrays, step, results):
+            return {k: arrays[k].write(step, v) for k, v in results.items()}
+
+        def step(index, weights, arrays):
+            weights, _, _ = self.inner_update(dict(zip(names, weights)), inputa, labela, self.config.stop_grad,
+                                              recorded=False)
+            arrays = record(arrays, index, query_results(weights))
+            return index + 1, [weights[k] for k in names], arrays
+
+        first = query_results(fast_weights)
+        arrays = record({k: tf.TensorArray(v.dtype, size=num_steps) for k, v in first.items()}, 0, first)
+        _, _, arrays = tf.while_loop(lambda index, *_: index < num_steps, step,
+                                     [tf.constant(1), [fast_weights[k] for k in names], arrays])
+        before = {'losses': lossa}
+        if self.classification:
+            before['accuracies'] = accuracy(outputa, labela)
+        return {k: tf.concat([before[k][:, None], tf.transpose(arrays[k].stack())], 1) for k in before}
 
     ## Across replicas (tf.distribute) -------------------------------------------------------
     #
@@ -417,10 +486,7 @@ class MAML(tf.Module):
         return sum_over_replicas(self.metabatch(*share, num_steps, meta_batch_size=inputa.shape[0]))
 
     def _replica_evaluate_tasks(self, inputa, inputb, labela, labelb, num_steps):
-        tasks = self.adapt(*self._replica_share([inputa, inputb, labela, labelb]), num_steps)
-        out = {'losses': tf.stack([tasks['lossa']] + tasks['lossesb'], axis=1)}
-        if self.classification:
-            out['accuracies'] = tf.stack([tasks['accuracya']] + tasks['accuraciesb'], axis=1)
+        out = self.task_results(*self._replica_share([inputa, inputb, labela, labelb]), num_steps)
         context = tf.distribute.get_replica_context()
         return {k: context.all_gather(v, axis=0) for k, v in out.items()}  # in replica order: task order
 
@@ -429,7 +495,10 @@ class MAML(tf.Module):
         key = (name, num_steps) + tuple(sorted(options.items()))
         functions = self._compiled.functions
         if key not in functions:
-            functions[key] = tf.function(lambda a, b, la, lb: fn(a, b, la, lb, num_steps, **options))
+            # no autograph: the steps are plain Python loops over ints, and converting
+            # them took half of the tracing time (1.3 s of the 600-task Omniglot test)
+            functions[key] = tf.function(lambda a, b, la, lb: fn(a, b, la, lb, num_steps, **options),
+                                         autograph=False)
         return functions[key]
 
     def _inputs(self, batch):
@@ -443,9 +512,9 @@ class MAML(tf.Module):
     def _evaluate_function(self, num_steps):
         return self._function('evaluate', self._evaluate, self.num_steps if num_steps is None else num_steps)
 
-    def _evaluate_tasks_function(self, num_steps):
+    def _evaluate_tasks_function(self, num_steps, parts=1):
         return self._function('evaluate_tasks', self._evaluate_tasks,
-                              self.num_steps if num_steps is None else num_steps)
+                              self.num_steps if num_steps is None else num_steps, parts=parts)
 
     def metatrain_step(self, batch, num_steps=None):
         """One meta-update on batch = (inputa, inputb, labela, labelb).
@@ -464,9 +533,12 @@ class MAML(tf.Module):
         """Results after 0..num_steps inner steps, no meta-update (validation and test)."""
         return self._evaluate_function(num_steps)(*self._inputs(batch))
 
-    def evaluate_tasks(self, batch, num_steps=None):
-        """As evaluate, but each task's results: {'losses', 'accuracies'}: [tasks, num_steps + 1]."""
-        return self._evaluate_tasks_function(num_steps)(*self._inputs(batch))
+    def evaluate_tasks(self, batch, num_steps=None, parts=1):
+        """As evaluate, but each task's results: {'losses', 'accuracies'}: [tasks, num_steps + 1].
+
+        parts: groups of tasks evaluated side by side (main.py's test: one per core).
+        """
+        return self._evaluate_tasks_function(num_steps, parts)(*self._inputs(batch))
 
     def traced_graph(self, step, batch, num_steps=None):
         """The graph metatrain_step, evaluate or evaluate_tasks (step: 'metatrain', 'evaluate' or
@@ -519,11 +591,3 @@ class _FunctionCache:
 
     def __init__(self):
         self.functions = {}
-
-
-class _null_context:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

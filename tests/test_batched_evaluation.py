@@ -124,3 +124,75 @@ def test_a_tasks_results_do_not_depend_on_the_tasks_beside_it(datasource):
     alone = losses(a)
     for _ in range(2):
         np.testing.assert_allclose(losses(a, task()), alone, rtol=1e-5)
+
+
+def small_model(datasource, dtype, max_pool=False):
+    import tensorflow as tf
+    from maml import MAML, ModelConfig
+    if datasource == 'sinusoid':
+        config, dim_input, dim_output = ModelConfig(datasource, norm='batch_norm', update_lr=0.01), 1, 1
+    else:
+        config, dim_input, dim_output = ModelConfig(datasource, update_batch_size=1, update_lr=0.4, num_filters=8,
+                                                    max_pool=max_pool), 28 * 28, 5
+    return MAML(dim_input, dim_output, test_num_updates=4, config=config, dtype=dtype, seed=0)
+
+
+def random_tasks(model, num_tasks, rng):
+    """(inputa, inputb, labela, labelb), 5 examples a task, as numpy arrays of the model's dtype."""
+    dtype = model.dtype.as_numpy_dtype
+    inputs = rng.random([2, num_tasks, 5, model.dim_input]).astype(dtype)
+    if model.classification:
+        labels = np.eye(5, dtype=dtype)[rng.permuted(np.tile(np.arange(5), [2, num_tasks, 1]), axis=-1)]
+    else:
+        labels = rng.normal(size=[2, num_tasks, 5, 1]).astype(dtype)
+    return inputs[0], inputs[1], labels[0], labels[1]
+
+
+@pytest.mark.parametrize('datasource', ['sinusoid', 'omniglot'])
+@pytest.mark.parametrize('precision', ['float32', 'float64'])
+def test_the_test_steps_in_a_loop_equal_the_unrolled_steps(datasource, precision):
+    """adapt_in_loop runs adapt's ops step by step: every loss and accuracy is the same number."""
+    import tensorflow as tf
+    model = small_model(datasource, tf.as_dtype(precision))
+    assert model.test_steps_in_loop(4)
+    batch = [tf.constant(x) for x in random_tasks(model, 3, np.random.default_rng(1))]
+    results = {loop: tf.function(lambda *b, loop=loop: model.task_results(*b, 4, loop=loop))(*batch)
+               for loop in (False, True)}
+    assert set(results[True]) == set(results[False]) == (
+        {'losses', 'accuracies'} if model.classification else {'losses'})
+    for key in results[False]:
+        np.testing.assert_array_equal(results[True][key].numpy(), results[False][key].numpy(), err_msg=key)
+    # the losses move with the steps: the check is of adapted numbers
+    losses = results[False]['losses'].numpy()
+    assert losses.shape == (3, 5) and np.all(np.abs(losses[:, 4] - losses[:, 1]) > 1e-6 * np.abs(losses[:, 1]))
+
+
+def test_max_pooling_nets_run_the_test_steps_unrolled():
+    """In a while loop, TensorFlow 2.21 runs max pooling's gradient on a much slower kernel."""
+    import tensorflow as tf
+    model = small_model('omniglot', tf.float32, max_pool=True)
+    assert not model.test_steps_in_loop(10)
+    batch = random_tasks(model, 2, np.random.default_rng(2))
+    ops = {op.type for op in model.traced_graph('evaluate_tasks', batch, 10).get_operations()}
+    functions = model.traced_graph('evaluate_tasks', batch, 10).as_graph_def().library.function
+    body_ops = {node.op for f in functions for node in f.node_def}
+    assert 'MaxPoolGrad' in body_ops and not ({'While', 'StatelessWhile'} & (ops | body_ops))
+    strided = small_model('omniglot', tf.float32)
+    functions = strided.traced_graph('evaluate_tasks', batch, 10).as_graph_def().library.function
+    assert {'While', 'StatelessWhile'} & {node.op for f in functions for node in f.node_def}
+
+
+@pytest.mark.parametrize('datasource', ['sinusoid', 'omniglot'])
+def test_tasks_evaluated_in_groups_side_by_side_give_the_same_results(datasource):
+    """evaluate_tasks(parts=2 or 3), as main.py's test on several cores: each task's results as in one group."""
+    import tensorflow as tf
+    model = small_model(datasource, tf.float32)
+    batch = random_tasks(model, 7, np.random.default_rng(3))
+    whole = model.evaluate_tasks(batch, 4)
+    for parts in (2, 3):
+        grouped = model.evaluate_tasks(batch, 4, parts=parts)
+        np.testing.assert_allclose(grouped['losses'].numpy(), whole['losses'].numpy(), rtol=1e-5)
+        if model.classification:
+            np.testing.assert_array_equal(grouped['accuracies'].numpy(), whole['accuracies'].numpy())
+    with pytest.raises(ValueError, match='cannot be shared'):
+        model.evaluate_tasks([x[:1] for x in batch], 4, parts=2)

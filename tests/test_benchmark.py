@@ -1,4 +1,5 @@
 """benchmark.py runs and prints its columns (a smoke test on a tiny net; no timing is asserted)."""
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,11 @@ def test_benchmark_prints_a_row_per_configuration_and_order():
     for order in ('second', 'first'):
         seconds = float(rows[('tiny', order)][2])
         assert seconds > 0
+    # evaluation as main.py's test: 10 tasks for each core, a group each; the first batch counted in
+    cores = len(os.sched_getaffinity(0))
+    _, groups, per_task, first, whole = rows[('tiny', str(10 * cores))][1:6]
+    assert int(groups) == cores and float(per_task) > 0, proc.stdout
+    assert float(whole) >= float(first) > 0, proc.stdout
     assert re.search(r'matmul ceiling .* median [0-9.]+ GFLOP/s', proc.stdout)
     assert 'error' not in proc.stdout.lower(), proc.stdout
     if utils.grouped_conv_gradients_work():  # the worker must get them too (utils before TensorFlow)
@@ -85,7 +91,9 @@ def test_profile_breaks_a_step_down_by_kind_of_op():
                           capture_output=True, text=True, env=user_env(), timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     blocks = proc.stdout.split('Op profile: ')[1:]
-    assert [b.split(';')[0] for b in blocks] == ['tiny, second order', 'tiny, 10 test tasks at once'], proc.stdout
+    cores = len(os.sched_getaffinity(0))  # main.py's test: 10 tiny tasks for each core, a group each
+    assert [b.split(';')[0] for b in blocks] == [
+        'tiny, second order', 'tiny, %d test tasks at once in %d group(s)' % (10 * cores, cores)], proc.stdout
     for block in blocks:
         total = float(re.search(r'op time ([0-9.]+) s/step', block).group(1))
         kinds = {}
