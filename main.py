@@ -538,8 +538,8 @@ def test_parts():
     """Groups of test tasks evaluated side by side: one per core this process may use.
 
     With one group per core and one thread per op (use_cores_for_test), two
-    cores ran the 600-task tests 1.3-1.5x faster than with both cores on
-    every op of one group (docs/performance.md, "The test on two cores").
+    cores ran an Omniglot test batch 1.35-1.5x faster than with both cores
+    on every op of one group (docs/performance.md, "The test on two cores").
     """
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
@@ -548,8 +548,8 @@ def use_cores_for_test(tf):
     """One thread per op where test_parts gives each core its own group of tasks.
 
     Only before TensorFlow runs its first op; later (main.build called by a
-    program that already ran TensorFlow) the ops keep their threads: the
-    same numbers, a little slower.
+    program that already ran TensorFlow) the ops keep TensorFlow's default
+    threads, with the same numbers.
     """
     if test_parts() > 1:
         try:
