@@ -394,8 +394,8 @@ class MAML(tf.Module):
         side as in training, each with its own batch-norm statistics, so task
         t's row does not depend on which tasks share its batch.
 
-        loop: steps 2..num_steps in a tf.while_loop (adapt_in_loop) rather than
-        unrolled (adapt); None: where it measured faster, see test_steps_in_loop.
+        loop: the steps in a tf.while_loop (adapt_in_loop) rather than unrolled
+        (adapt); None: where it measured faster, see test_steps_in_loop.
         """
         if loop is None:
             loop = self.test_steps_in_loop(num_steps)
@@ -414,7 +414,7 @@ class MAML(tf.Module):
         ops against 3,419 for Omniglot's 10): the 600-task Omniglot test's
         first batch went from about 2-3 s to 0.6 s. Not with
         max pooling: in a while loop's body TensorFlow 2.21 falls back from
-        oneDNN's max-pool gradient to a 20x slower kernel, which made
+        oneDNN's max-pool gradient to a kernel 40x slower, which made
         miniImagenet's test 1.3x slower.
         """
         return num_steps >= 2 and not (self.forward == self.forward_conv and self.config.max_pool)
