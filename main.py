@@ -519,11 +519,12 @@ def test(model, data_generator, out_dir, write=True):
     per_batch = FLAGS.test_tasks_per_batch or TEST_TASKS_PER_BATCH[FLAGS.datasource]
     replicas = model.strategy.num_replicas_in_sync if model.strategy else 1
     parts = 1 if model.strategy else test_parts()
+    groups = replicas * parts  # one of the two is 1
     start = time.time()
-    results = score_test_tasks(model, data_generator, per_batch * replicas * parts, max(replicas, parts), parts)
+    results = score_test_tasks(model, data_generator, per_batch * groups, groups, parts)
     print('%d test tasks in %.1f s, %d at a time in %d group(s) side by side'
-          % (NUM_TEST_POINTS, time.time() - start, min(per_batch * replicas * parts, NUM_TEST_POINTS),
-             max(replicas, parts)), file=sys.stderr, flush=True)
+          % (NUM_TEST_POINTS, time.time() - start, min(per_batch * groups, NUM_TEST_POINTS), groups),
+          file=sys.stderr, flush=True)
     from utils import confidence_summary
     means, stds, ci95 = confidence_summary(results)
     print('Mean validation accuracy/loss, stddev, and confidence intervals')
