@@ -376,8 +376,9 @@ class MAML(tf.Module):
 
         The groups share no op, so TensorFlow's executor runs them at once, one
         per core: on small test tasks that uses two cores better than both
-        cores working on each op (main.py's test, docs/performance.md). Each
-        group is one call of the same traced function.
+        cores working on each op (main.py's test,
+        docs/performance-log-2026-12-02-evening.md). Each group is one call of
+        the same traced function.
         """
         if self.strategy is not None:
             return self._across_replicas(self._replica_evaluate_tasks, inputa, inputb, labela, labelb, num_steps)
