@@ -44,18 +44,19 @@ flags.DEFINE_integer('num_updates', 1, 'number of inner gradient updates during 
 flags.DEFINE_string('norm', 'batch_norm', 'batch_norm, layer_norm, or None')
 flags.DEFINE_integer('num_filters', 64, 'number of filters for conv nets -- 32 for miniimagenet, 64 for omniglot.')
 flags.DEFINE_bool('conv', True, 'whether or not to use a convolutional network, only applicable in some cases')
-flags.DEFINE_bool('max_pool', False, 'Whether or not to use max pooling rather than strided convolutions')
+flags.DEFINE_bool('max_pool', False, 'whether or not to use max pooling rather than strided convolutions')
 flags.DEFINE_bool('stop_grad', False, 'if True, do not use second derivatives in meta-optimization (first-order MAML)')
 
 ## Logging, saving, and testing options
 flags.DEFINE_bool('log', True, 'if false, do not log summaries, for debugging code.')
-flags.DEFINE_string('logdir', '/tmp/data', 'directory for summaries and checkpoints.')
+flags.DEFINE_string('logdir', '/tmp/data', 'directory for summaries, checkpoints and test results '
+                    '(the default is the reference\'s; give your own, e.g. logs/NAME)')
 flags.DEFINE_bool('resume', True, 'resume training if there is a model available')
 flags.DEFINE_bool('train', True, 'True to train, False to test.')
 flags.DEFINE_integer('test_iter', -1, 'iteration to load model (-1 for latest model)')
-flags.DEFINE_bool('test_set', False, 'Set to true to test on the the test set, False for the validation set.')
+flags.DEFINE_bool('test_set', False, 'True to test on the test set, False for the validation set.')
 flags.DEFINE_integer('train_update_batch_size', -1, 'number of examples used for gradient update during training (use if you want to test with a different number).')
-flags.DEFINE_float('train_update_lr', -1, 'value of inner gradient step step during training. (use if you want to test with a different value)')
+flags.DEFINE_float('train_update_lr', -1, 'step size alpha of the inner gradient update during training (use if you want to test with a different value).')
 
 ## Options of this reproduction (not in the reference)
 flags.DEFINE_string('data_dir', 'data', 'folder holding omniglot_resized/ and miniImagenet/ (the reference: ./data)')
@@ -129,7 +130,13 @@ DISTRIBUTE_KINDS = ('mirrored', 'multi_worker')
 
 
 class FlagError(Exception):
-    """A flag value that cannot work; the message names the flag and what is allowed."""
+    """Flag values that cannot work; each message names the flag and what is allowed.
+
+    Several problems are printed one per line, each as its own 'Error: ' line.
+    """
+
+    def __init__(self, *problems):
+        super().__init__('\nError: '.join(problems))
 
 
 def flag_errors(f):
@@ -312,8 +319,10 @@ class Trainer:
             # an update was applied (measured: a checkpoint saved here resumed to other numbers).
             # The last periodic checkpoint is a state the run really passed through.
             raise WorkerLost(lost_worker_message(exc, self.ckpt.directory, self.ckpt.ours()))
-        if itr >= start_itr:
-            self.ckpt.save(itr)
+        path = self.ckpt.save(itr) if itr >= start_itr else self.ckpt.path_for(-1)
+        if path and self.chief:
+            print('Last checkpoint: %s (the same command resumes it; add --train=False to test it)' % path,
+                  flush=True)
 
     def collective_errors(self):
         """What a failed all-reduce raises when a worker is gone (nothing without a strategy)."""
@@ -532,6 +541,7 @@ def test(model, data_generator, out_dir, write=True):
     base = os.path.join(out_dir, 'test_ubs%s_stepsize%s' % (FLAGS.update_batch_size, FLAGS.update_lr))
     if write:
         write_results(base, results, means, stds, ci95)
+        print('Test results written to %s.csv and %s.pkl' % (base, base), flush=True)
     return means, stds, ci95
 
 
@@ -632,7 +642,7 @@ def build(train):
         data_dir=FLAGS.data_dir, seed=FLAGS.seed, baseline=FLAGS.baseline)
     errors = data_errors(FLAGS, data_generator, train)
     if errors:
-        raise FlagError('\n  '.join([''] + errors))
+        raise FlagError(*errors)
     # only now: importing TensorFlow takes seconds. utils first: it must set up
     # TensorFlow's CPU kernels before TensorFlow's first import (see utils.py)
     choose_cpu_kernels(FLAGS.datasource, train)
@@ -696,7 +706,7 @@ def experiment():
     """Validate the flags, build data and model, then train or test."""
     errors = flag_errors(FLAGS)
     if errors:
-        raise FlagError('\n  '.join([''] + errors))
+        raise FlagError(*errors)
     if FLAGS.baseline == 'oracle':
         # the oracle is trained by plain regression on the task-aware input
         FLAGS.pretrain_iterations += FLAGS.metatrain_iterations
@@ -743,12 +753,26 @@ def experiment():
     return 0
 
 
+def parse_flags(argv):
+    """absl's parsing, a bad or unknown flag reported as every other error: one 'Error:' line, status 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as exc:
+        print('Error: %s (python main.py --help lists the flags)' % exc, file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 def run():
     # Save on kill -TERM as on Ctrl-C. SIGINT too, explicitly: a shell starts background jobs
     # with SIGINT ignored, and Python would then never raise KeyboardInterrupt.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    app.run(main)
+    try:
+        app.run(main, flags_parser=parse_flags)
+    except KeyboardInterrupt:  # training saves and exits itself; this is start-up or a test cut short
+        print('Interrupted before training started or while testing: nothing was written.',
+              file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 if __name__ == '__main__':

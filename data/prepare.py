@@ -27,7 +27,8 @@ Design notes:
   can use small synthetic data, while the command line always enforces the
   real counts of the paper's data sets.
 - Input problems raise PrepareError; main() turns it into a one-line message
-  and exit code 1 (no traceback).
+  (`Error: ...`, as main.py and reproduce.py print theirs) and exit code 2
+  (no traceback).
 
 Only the standard library and Pillow are used. The source is only read,
 never modified.
@@ -737,8 +738,15 @@ def prepare_miniimagenet(src: Path, out: Path, expected: MiniImagenetCounts) -> 
 # Command line
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """A usage error as one line in the style of every other error: 'Error: ...', exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f'Error: {message} ({self.prog} --help)\n')
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='python -m data.prepare',
         description='Prepare Omniglot (28x28) or miniImagenet (84x84) for MAML from the original archives.')
     parser.add_argument('dataset', choices=['omniglot', 'miniimagenet'])
@@ -763,11 +771,11 @@ def main(argv: list[str] | None = None, *,
         else:
             summary = prepare_miniimagenet(args.src, args.out or MINI_DEFAULT_OUT, expected or MiniImagenetCounts())
     except PrepareError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+        print(f'Error: {e}', file=sys.stderr)
+        return 2
     except OSError as e:  # e.g. disk full or permissions on the output folder
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+        print(f'Error: {e}', file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print('interrupted: finished files are kept; rerun the same command to resume', file=sys.stderr)
         return 130

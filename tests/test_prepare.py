@@ -248,7 +248,7 @@ def test_omniglot_restart_removes_leftover_temp_and_fills_gaps(tmp_path, capsys)
 def test_omniglot_cli_enforces_real_counts(tmp_path, capsys):
     src, out = build_omniglot(tmp_path), tmp_path / 'out'
     code, _, stderr = run(capsys, 'omniglot', src, '--out', out)  # no expected= : the real counts
-    assert code == 1
+    assert code == 2
     assert 'expected 50 alphabets, found 3' in stderr and 'expected 1,623 characters, found 4' in stderr
     assert 'do not have 20 images' in stderr
     assert not (out / prepare.MARKER).exists()
@@ -256,14 +256,14 @@ def test_omniglot_cli_enforces_real_counts(tmp_path, capsys):
 
 def test_omniglot_missing_source_folder(tmp_path, capsys):
     code, _, stderr = run(capsys, 'omniglot', tmp_path / 'nowhere', expected=SMALL_OMNI)
-    assert code == 1 and 'source folder not found' in stderr and 'nowhere' in stderr
+    assert code == 2 and 'source folder not found' in stderr and 'nowhere' in stderr
 
 
 def test_omniglot_missing_archive(tmp_path, capsys):
     src = build_omniglot(tmp_path)
     (src / 'images_evaluation.zip').unlink()
     code, _, stderr = run(capsys, 'omniglot', src, '--out', tmp_path / 'out', expected=SMALL_OMNI)
-    assert code == 1 and 'missing images_evaluation.zip' in stderr
+    assert code == 2 and 'missing images_evaluation.zip' in stderr
     assert 'Traceback' not in stderr
 
 
@@ -273,14 +273,14 @@ def test_omniglot_corrupt_image(tmp_path, capsys):
     with zipfile.ZipFile(src / 'images_evaluation.zip', 'a') as zf:
         zf.writestr(member, b'\x89PNG\r\n\x1a\n this is not a png')
     code, _, stderr = run(capsys, 'omniglot', src, '--out', tmp_path / 'out', expected=SMALL_OMNI)
-    assert code == 1 and 'corrupt image' in stderr and member in stderr
+    assert code == 2 and 'corrupt image' in stderr and member in stderr
 
 
 def test_omniglot_not_a_zip(tmp_path, capsys):
     src = build_omniglot(tmp_path)
     (src / 'images_background.zip').write_bytes(b'garbage')
     code, _, stderr = run(capsys, 'omniglot', src, '--out', tmp_path / 'out', expected=SMALL_OMNI)
-    assert code == 1 and 'images_background.zip' in stderr
+    assert code == 2 and 'images_background.zip' in stderr
 
 
 def test_omniglot_refuses_foreign_output_folder(tmp_path, capsys):
@@ -288,7 +288,7 @@ def test_omniglot_refuses_foreign_output_folder(tmp_path, capsys):
     out.mkdir()
     (out / 'notes.txt').write_text('mine')
     code, _, stderr = run(capsys, 'omniglot', src, '--out', out, expected=SMALL_OMNI)
-    assert code == 1 and 'notes.txt' in stderr and 'refusing' in stderr
+    assert code == 2 and 'notes.txt' in stderr and 'refusing' in stderr
     assert sorted(p.name for p in out.iterdir()) == ['notes.txt']  # nothing written
 
 
@@ -296,7 +296,7 @@ def test_omniglot_refuses_output_path_that_is_a_file(tmp_path, capsys):
     src, out = build_omniglot(tmp_path), tmp_path / 'out'
     out.write_text('x')
     code, _, stderr = run(capsys, 'omniglot', src, '--out', out, expected=SMALL_OMNI)
-    assert code == 1 and 'not a folder' in stderr and str(out) in stderr
+    assert code == 2 and 'not a folder' in stderr and str(out) in stderr
 
 
 # ---------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def test_mini_resumes_after_interruption(tmp_path, capsys, monkeypatch):
 def test_mini_cli_enforces_real_counts(tmp_path, capsys):
     src, out = build_mini(tmp_path), tmp_path / 'out'
     code, _, stderr = run(capsys, 'miniimagenet', src, '--out', out)
-    assert code == 1
+    assert code == 2
     assert 'train: expected 64 classes, found 2' in stderr and 'do not have 600 images' in stderr
 
 
@@ -357,14 +357,14 @@ def test_mini_missing_csv(tmp_path, capsys):
     src = build_mini(tmp_path)
     (src / 'val.csv').unlink()
     code, _, stderr = run(capsys, 'miniimagenet', src, '--out', tmp_path / 'out', expected=SMALL_MINI)
-    assert code == 1 and 'missing val.csv' in stderr
+    assert code == 2 and 'missing val.csv' in stderr
 
 
 def test_mini_missing_images(tmp_path, capsys):
     src = build_mini(tmp_path)
     (src / 'images.tar.gz').unlink()
     code, _, stderr = run(capsys, 'miniimagenet', src, '--out', tmp_path / 'out', expected=SMALL_MINI)
-    assert code == 1 and 'images.tar.gz' in stderr and 'images/' in stderr
+    assert code == 2 and 'images.tar.gz' in stderr and 'images/' in stderr
 
 
 @pytest.mark.parametrize('as_tar', [True, False], ids=['tar', 'folder'])
@@ -373,7 +373,7 @@ def test_mini_csv_row_without_image(tmp_path, capsys, as_tar):
     with open(src / 'train.csv', 'a') as f:
         f.write('n0000000100000099.jpg,n00000001\n')  # becomes line 8 of train.csv
     code, _, stderr = run(capsys, 'miniimagenet', src, '--out', tmp_path / 'out', expected=SMALL_MINI)
-    assert code == 1
+    assert code == 2
     assert 'train.csv line 8 (n0000000100000099.jpg)' in stderr
     assert ('images.tar.gz' if as_tar else 'images') in stderr
 
@@ -393,7 +393,7 @@ def test_mini_corrupt_image(tmp_path, capsys, as_tar):
     else:
         (src / 'images' / bad).write_bytes(b'not a jpeg')
     code, _, stderr = run(capsys, 'miniimagenet', src, '--out', tmp_path / 'out', expected=SMALL_MINI)
-    assert code == 1 and 'corrupt image' in stderr and bad in stderr and 'val.csv line 3' in stderr
+    assert code == 2 and 'corrupt image' in stderr and bad in stderr and 'val.csv line 3' in stderr
 
 
 def test_mini_truncated_archive(tmp_path, capsys):
@@ -401,14 +401,14 @@ def test_mini_truncated_archive(tmp_path, capsys):
     archive = src / 'images.tar.gz'
     archive.write_bytes(archive.read_bytes()[:3000])
     code, _, stderr = run(capsys, 'miniimagenet', src, '--out', tmp_path / 'out', expected=SMALL_MINI)
-    assert code == 1 and 'images.tar.gz' in stderr and 'Traceback' not in stderr
+    assert code == 2 and 'images.tar.gz' in stderr and 'Traceback' not in stderr
 
 
 def test_mini_bad_csv_header(tmp_path, capsys):
     src = build_mini(tmp_path)
     (src / 'test.csv').write_text('name,class\nx.jpg,n1\n')
     code, _, stderr = run(capsys, 'miniimagenet', src, '--out', tmp_path / 'out', expected=SMALL_MINI)
-    assert code == 1 and 'test.csv line 1' in stderr and 'filename,label' in stderr
+    assert code == 2 and 'test.csv line 1' in stderr and 'filename,label' in stderr
 
 
 def test_mini_refuses_other_dataset_in_output(tmp_path, capsys):
@@ -417,7 +417,7 @@ def test_mini_refuses_other_dataset_in_output(tmp_path, capsys):
     assert run(capsys, 'omniglot', build_omniglot(tmp_path), '--out', out, expected=SMALL_OMNI)[0] == 0
     before = files_under(out)
     code, _, stderr = run(capsys, 'miniimagenet', build_mini(tmp_path), '--out', out, expected=SMALL_MINI)
-    assert code == 1 and "prepared 'omniglot' data set" in stderr
+    assert code == 2 and "prepared 'omniglot' data set" in stderr
     assert files_under(out) == before
 
 
@@ -426,16 +426,24 @@ def test_mini_refuses_foreign_files_in_output(tmp_path, capsys):
     (out / 'train' / 'n00000001').mkdir(parents=True)
     (out / 'train' / 'n00000001' / 'cat.png').write_bytes(b'x')
     code, _, stderr = run(capsys, 'miniimagenet', src, '--out', out, expected=SMALL_MINI)
-    assert code == 1 and 'cat.png' in stderr and 'refusing' in stderr
+    assert code == 2 and 'cat.png' in stderr and 'refusing' in stderr
 
 
 def test_command_line_reports_errors_without_traceback(tmp_path):
     """The real entry point: python -m data.prepare, exit code and message."""
     result = subprocess.run([sys.executable, '-m', 'data.prepare', 'miniimagenet', str(tmp_path / 'absent')],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert 'source folder not found' in result.stderr and 'absent' in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith('Error: source folder not found') and 'absent' in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+def test_command_line_usage_error_is_one_error_line():
+    result = subprocess.run([sys.executable, '-m', 'data.prepare', 'omniglot'],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        'Error: the following arguments are required: src (python -m data.prepare --help)']
 
 
 # ---------------------------------------------------------------------------

@@ -6,12 +6,13 @@ checkpoint; a run killed at any moment resumes to the same numbers.
 """
 import os
 import random
+import re
 import signal
 import time
 
 import pytest
 
-from runner import describe, iteration_lines, run_main, start_main
+from runner import LineReader, describe, iteration_lines, run_main, start_main
 from synthetic import make_miniimagenet
 
 SINUSOID = ['--datasource=sinusoid', '--norm=None', '--update_batch_size=10']
@@ -40,12 +41,58 @@ def assert_error(proc, *fragments, status=2):
     (['--metatrain_iterations=0'], ['nothing to train']),
     (['--test_iter=-3', '--train=False'], ['--test_iter=-3 must be -1']),
     (['--train_update_lr=0'], ['--train_update_lr=0.0 must be -1']),
+    (['--norm=foo'], ['--norm=foo is not recognized']),
+    (['--update_batch_size=0'], ['--update_batch_size=0 must be a positive integer']),
+    (['--datasource=Omniglot'], ['--datasource=Omniglot is not recognized']),
+    (['--norm=foo', '--update_batch_size=0'], ['--norm=foo is not', '--update_batch_size=0 must be']),
+    (['--update_batch_size=five'], ["flag --update_batch_size=five: invalid literal for int()"]),
+    (['--no_such_flag=1'], ["Unknown command line flag 'no_such_flag'"]),
 ])
 def test_bad_flag_is_named(flags, fragments, tmp_path):
     proc = run_main(*flags, '--logdir=%s' % (tmp_path / 'logs'), cwd=tmp_path, timeout=120)
     assert_error(proc, *fragments)
     assert 'Traceback' not in proc.stderr
     assert not (tmp_path / 'logs').exists()  # stopped before any work
+    assert_error_lines(proc)
+    if flags == ['--norm=foo', '--update_batch_size=0']:
+        assert len(proc.stderr.splitlines()) == 2   # one line per problem
+
+
+def assert_error_lines(proc):
+    """One style for every error: each problem on its own line 'Error: <what>', none empty, nothing else."""
+    lines = proc.stderr.splitlines()
+    assert lines, describe(proc)
+    for line in lines:
+        assert line.startswith('Error: ') and line[len('Error: '):].strip(), describe(proc)
+
+
+def test_help_text_has_no_slips():
+    """main.py's own flags: no doubled word ("the the"), and --logdir says what it holds."""
+    import main
+    ours = main.FLAGS.get_flags_for_module(main)
+    assert len(ours) > 20
+    for flag in ours:
+        doubled = re.search(r'\b(\w+) \1\b', flag.help, re.I)
+        assert not doubled, (flag.name, flag.help)
+    logdir = main.FLAGS['logdir']
+    assert 'checkpoints' in logdir.help and 'logs/' in logdir.help
+
+
+def test_training_and_testing_say_where_they_wrote(tmp_path):
+    logdir = tmp_path / 'logs'
+    train = run_main(*SINUSOID, '--metatrain_iterations=3', '--logdir=%s' % logdir, cwd=tmp_path, timeout=300)
+    assert train.returncode == 0, describe(train)
+    assert train.stdout.splitlines()[-1] == (
+        'Last checkpoint: %s (the same command resumes it; add --train=False to test it)'
+        % (logdir / SINUSOID_EXP / 'model-2'))
+    again = run_main(*SINUSOID, '--metatrain_iterations=3', '--logdir=%s' % logdir, cwd=tmp_path, timeout=300)
+    assert again.stdout.splitlines()[-1].startswith('Last checkpoint: %s ' % (logdir / SINUSOID_EXP / 'model-2'))
+    test = run_main(*SINUSOID, '--metatrain_iterations=3', '--train=False', '--logdir=%s' % logdir,
+                    cwd=tmp_path, timeout=300)
+    assert test.returncode == 0, describe(test)
+    base = logdir / SINUSOID_EXP / 'test_ubs10_stepsize0.001'
+    assert test.stdout.splitlines()[-1] == 'Test results written to %s.csv and %s.pkl' % (base, base)
+    assert os.path.exists('%s.csv' % base) and os.path.exists('%s.pkl' % base)
 
 
 def test_no_checkpoint_to_test_says_where_it_looked(tmp_path):
@@ -61,6 +108,7 @@ def test_missing_data_folder_prints_the_prepare_command(tmp_path):
     proc = run_main('--datasource=omniglot', '--data_dir=%s' % (tmp_path / 'nowhere'),
                     '--logdir=%s' % (tmp_path / 'logs'), cwd=tmp_path, timeout=300)
     assert_error(proc, 'omniglot data not found at', 'python -m data.prepare omniglot')
+    assert proc.stderr.startswith('Error: omniglot data not found at %s' % (tmp_path / 'nowhere'))
 
 
 @pytest.fixture
@@ -142,19 +190,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert not any(name.startswith('model-1100') for name in os.listdir(exp_dir))
 
 
-def wait_for(proc, predicate, timeout=600):
-    """Read proc's stdout until predicate(line) holds; returns the lines read."""
-    lines, deadline = [], time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if predicate(line):
-            return lines
-    raise AssertionError('not seen in time; output so far:\n' + ''.join(lines))
-
-
 def wait_until(condition, timeout=120):
     deadline = time.time() + timeout
     while not condition():
@@ -169,10 +204,12 @@ def test_interrupt_saves_a_checkpoint_before_exiting(sig, background, tmp_path):
     logdir = tmp_path / 'logs'
     proc = start_main(*SINUSOID, '--metatrain_iterations=70000', '--logdir=%s' % logdir, cwd=tmp_path,
                       sigint_ignored=background)
+    stdout, stderr = LineReader(proc.stdout), LineReader(proc.stderr)
     try:
-        wait_for(proc, lambda line: line.startswith('Iteration 1000:'))
+        stdout.wait_for(lambda line: line.startswith('Iteration 1000:'), timeout=600)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        out, err = stdout.text(), stderr.text()
     finally:
         proc.kill()
     assert proc.returncode == 130, out + err
@@ -193,13 +230,14 @@ def test_sigkill_and_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
     logdir = tmp_path / 'killed'
     exp_dir = logdir / SINUSOID_EXP
     proc = start_main(*flags, '--logdir=%s' % logdir, cwd=tmp_path)
+    stdout, stderr = LineReader(proc.stdout), LineReader(proc.stderr)
     try:
-        wait_for(proc, lambda line: line.startswith('Iteration 2000:'))
+        stdout.wait_for(lambda line: line.startswith('Iteration 2000:'), timeout=600)
         # the save follows the print and takes its time on a loaded machine: wait for it to be listed
         wait_until(lambda: (exp_dir / 'checkpoint').exists() and checkpoint_listed(exp_dir) == 'model-2000')
         time.sleep(random.uniform(0.0, 3.0))  # somewhere after the checkpoint of 2000
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         proc.kill()
     saved = checkpoint_listed(exp_dir)
