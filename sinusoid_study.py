@@ -8,13 +8,14 @@ reference's runs.
     python sinusoid_study.py --train 0-9          # train the missing seeds, one after another, then compare
     python sinusoid_study.py --seeds 0-9          # compare only (no training)
     python sinusoid_study.py --seeds 0-9 --curves # the training curves beside the reference's (no test)
+    python sinusoid_study.py --seeds 0-29 --ours-from OLD.out  # our runs' figures from an earlier output
 
 Why this shape:
 - The test tasks are rebuilt from the reference's recipe instead of taken
   from our DataGenerator: the comparison must put every model on the very
   same 600 tasks, and those are the tasks the reference's own test outputs
   (its CSV and pkl) were computed on, so the evaluation can be checked
-  against them first (check_reference_run1).
+  against them first (check_reference_run1, and every run's pkl medians).
 - Models are built by main.build and loaded by main.Checkpoints (which reads
   the reference's TF1 checkpoints through tf1_checkpoint), so the weights,
   the float32 arithmetic and the CPU kernels are exactly what
@@ -49,8 +50,8 @@ PAPER_FLAGS = ['--datasource=sinusoid', '--norm=None', '--metatrain_iterations=7
 ITERATIONS = 70000
 DEFAULT_LOGDIR = 'logs/sinusoid-study/seed{seed}'
 
-REFERENCE_DIR = '/work/shared/reference/sinusoid5shot'
-REFERENCE_RUNS = ('run1', 'run2')
+# Beside the project (../shared), found from this file's folder so that it is found in any checkout.
+REFERENCE_DIR = os.path.normpath(os.path.join(HERE, '..', 'shared', 'reference', 'sinusoid5shot'))
 REFERENCE_PKL = 'test_ubs5_stepsize0.01.pkl'
 # The reference's third run (seeded with 2) is not in ../shared: only its medians are known (from the issue).
 THIRD_REFERENCE_MEDIANS = {'run3 (seed 2, given)': (0.337, 0.168, 0.157)}
@@ -601,18 +602,125 @@ def escape_iteration(train_log, below=2.0):
     return next((itr for itr in sorted(losses) if losses[itr] < below), None)
 
 
+def reference_runs(directory):
+    """The reference's run folders in directory that hold a checkpoint: runN by N, then seedN by N.
+
+    run1 (unseeded) and run2 (seed 1) came first; seedN/ are the later runs
+    seeded with N. Other folders, and run folders without a checkpoint, are ignored.
+    """
+    found = []
+    for name in os.listdir(directory):
+        m = re.match(r'^(run|seed)(\d+)$', name)
+        if m and glob.glob(os.path.join(directory, name, '*.index')):
+            found.append((m.group(1) != 'run', int(m.group(2)), name))
+    return [name for _, _, name in sorted(found)]
+
+
+def pkl_medians(directory):
+    """The medians at steps 1/5/10 of the reference's own test pkl in directory (counted as
+    summarize counts them), or None without a pkl: a cross-check of our evaluation."""
+    import pickle
+    path = os.path.join(directory, REFERENCE_PKL)
+    if not os.path.exists(path):
+        return None
+    with open(path, 'rb') as f:
+        return summarize(np.asarray(pickle.load(f)['mses']))['median']
+
+
+RUN_LINE = re.compile(r'^(?P<name>.+?) seed (?P<seed>\d+)\s+(?P<m1>[\d.]+) / (?P<m5>[\d.]+) / (?P<m10>[\d.]+)\s+'
+                      r'[\d.]+ \+- [\d.]+\s+\d+\s+\d+\s+[\d.]+ / [\d.]+ / [\d.]+\s+'
+                      r'(?P<post>\S+)\s+(?P<escape>\S+)\s+\d+/\d+$')
+
+
+def recorded_runs(path, group, seeds):
+    """{seed: {'median', 'train_post', 'escape'}} of a group's runs as an earlier comparison
+    printed them (run_line's 'ours seed N ...' lines): for runs whose checkpoints and logs are
+    no longer on this machine. Seeds without a line are named on stdout and left out."""
+    runs = {}
+    with open(path) as f:
+        for line in f:
+            m = RUN_LINE.match(line.rstrip('\n'))
+            if m and m.group('name') == group and int(m.group('seed')) in seeds:
+                runs[int(m.group('seed'))] = {
+                    'median': tuple(float(m.group(k)) for k in ('m1', 'm5', 'm10')),
+                    'train_post': float(m.group('post')) if m.group('post') != '-' else float('nan'),
+                    'escape': int(m.group('escape')) if m.group('escape') != '-' else None}
+    for seed in seeds:
+        if seed not in runs:
+            print('%s seed %d: no test line in %s; left out' % (group, seed, path))
+    return runs
+
+
+def spread_lines(groups):
+    """The run-to-run spread of each group's per-run medians, per step: sd, min, quartiles, max;
+    then whether the first group is more or less spread than each other one: the ratio of the
+    sds and a permutation test of the absolute deviations from each group's median (the
+    Brown-Forsythe form, which does not lean on normality). groups: {name: [(median step 1,
+    step 5, step 10), ...]}."""
+    lines = ['Run-to-run spread of the per-run median MSE: sd; min [quartile 1, median, quartile 3] max, IQR:']
+    for j, step in enumerate(REPORT_STEPS):
+        for name, runs in groups.items():
+            v = np.array([m[j] for m in runs], dtype=np.float64)
+            q1, q2, q3 = np.percentile(v, [25, 50, 75])
+            lines.append('step %-2d %-10s n=%-3d sd %.3f; %.3f [%.3f, %.3f, %.3f] %.3f, IQR %.3f'
+                         % (step, name, len(v), v.std(ddof=1), v.min(), q1, q2, q3, v.max(), q3 - q1))
+    names = list(groups)
+    for other in names[1:]:
+        for j, step in enumerate(REPORT_STEPS):
+            a = np.array([m[j] for m in groups[names[0]]], dtype=np.float64)
+            b = np.array([m[j] for m in groups[other]], dtype=np.float64)
+            da, db = np.abs(a - np.median(a)), np.abs(b - np.median(b))
+            lines.append('step %-2d sd %s / %s %.2f; mean absolute deviation from the median %.3f / %.3f, '
+                         'permutation p=%.3f' % (step, names[0], other, a.std(ddof=1) / b.std(ddof=1),
+                                                 da.mean(), db.mean(), permutation_p(da, db)))
+    return lines
+
+
+def escape_lines(groups, by=2000):
+    """When the runs of each group left the initial plateau (escape_iteration), and whether that
+    goes with a run's result. groups: {name: [(escape iteration or None, step-1 median), ...]};
+    runs without a log are left out. The first group is compared with each other one: the share
+    that escaped by `by` and the mean escape iteration, each with permutation_p."""
+    lines = ['Plateau escape (the first Iteration line with a post-update training loss below 2):']
+    known = {name: [(e, m) for e, m in runs if e is not None] for name, runs in groups.items()}
+    for name, runs in known.items():
+        escapes = np.array([e for e, _ in runs], dtype=np.float64)
+        medians = np.array([m for _, m in runs])
+        counts = ', '.join('%d: %d' % (itr, (escapes == itr).sum()) for itr in sorted(set(escapes.astype(int))))
+        corr = np.corrcoef(escapes, medians)[0, 1] if len(runs) > 2 and escapes.std() > 0 else float('nan')
+        lines.append('%-10s %d runs; runs per iteration %s; by %d: %d of %d; median %d, mean %.0f; '
+                     'correlation with the step-1 median %+.2f'
+                     % (name, len(runs), counts, by, (escapes <= by).sum(), len(runs), np.median(escapes),
+                        escapes.mean(), corr))
+    names = list(known)
+    for other in names[1:]:
+        a = np.array([e for e, _ in known[names[0]]], dtype=np.float64)
+        b = np.array([e for e, _ in known[other]], dtype=np.float64)
+        if len(a) < 2 or len(b) < 2:
+            continue
+        lines.append('%s - %s: share by %d %+.2f (permutation p=%.4f); mean escape iteration %+.0f '
+                     '(permutation p=%.4f)' % (names[0], other, by, (a <= by).mean() - (b <= by).mean(),
+                                              permutation_p((a <= by).astype(float), (b <= by).astype(float)),
+                                              a.mean() - b.mean(), permutation_p(a, b)))
+    return lines
+
+
 def main_study(args):
     if args.check_stream:
         for line in stream_statistics():
             print(line)
         return 0
+    if not os.path.isdir(args.reference) or 'run1' not in reference_runs(args.reference):
+        print('Error: no reference run1 checkpoint in %s (--reference)' % args.reference, file=sys.stderr)
+        return 2
     seeds = parse_seeds(args.train or args.seeds)
     if args.curves:
         groups = {'ours': trained_logs(args.logdir, seeds, 'ours')}
         if args.versus:
             groups[args.versus_name] = trained_logs(args.versus, parse_seeds(args.versus_seeds), args.versus_name)
-        references = {run: os.path.join(args.reference, run, 'train_log.txt') for run in REFERENCE_RUNS}
-        for line in curve_lines(groups, references):
+        groups['reference'] = [os.path.join(args.reference, run, 'train_log.txt')
+                               for run in reference_runs(args.reference)]
+        for line in curve_lines(groups, {}):
             print(line)
         return 0
     if args.train:
@@ -633,44 +741,88 @@ def main_study(args):
     print('Iteration line with a post-update loss below 2 (the end of the initial plateau); dead: hidden units of')
     print('layer 1/2 (of 40 each) that are off for every x in [-5, 5] (dead_units).\n')
     print(header)
-    reference = []
-    for run in REFERENCE_RUNS:
-        directory = os.path.join(args.reference, run)
-        load_checkpoint(model, directory)
-        s = summarize(evaluate_tasks(model, x, y))
-        print(run_line('reference ' + run, s, os.path.join(directory, 'train_log.txt'), dead_units(model)),
-              flush=True)
-        if run == 'run1':
-            wrong = check_reference_run1(s)
-            if wrong:
-                raise SystemExit('our evaluation does not reproduce the reference\'s run1 figures: ' + '; '.join(wrong))
-            print('%-22s (checked: median, mean step 1, divergent count and mean over the others are the '
-                  'reference README\'s to the third decimal)' % '')
-        reference.append(s['median'])
+    reference = test_reference(model, x, y, args.reference)
+    if reference is None:
+        return 2
     for name, medians in THIRD_REFERENCE_MEDIANS.items():
         print('%-22s %-21s (only the medians are known)' % ('reference ' + name, fmt3(medians)))
-        reference.append(medians)
-    ours = test_group(model, x, y, args.logdir, seeds, 'ours seed %d')
+    reference_medians = [r['median'] for r in reference.values()] + list(THIRD_REFERENCE_MEDIANS.values())
+    ours = (recorded_group(args.ours_from, 'ours', seeds) if args.ours_from
+            else test_group(model, x, y, args.logdir, seeds, 'ours seed %d'))
     other = {}
-    if args.versus:
+    if args.versus_from:
+        other = recorded_group(args.versus_from, args.versus_name, parse_seeds(args.versus_seeds))
+    elif args.versus:
         other = test_group(model, x, y, args.versus, parse_seeds(args.versus_seeds), args.versus_name + ' seed %d')
     if len(ours) < 2:
         print('fewer than two of our runs: no interval')
         return 0
+    ours_medians = {seed: r['median'] for seed, r in ours.items()}
     print('\nMean over runs of the per-run median MSE, ours with its 95%% t-interval (t quantile '
           'computed numerically, df=%d: %.4f):' % (len(ours) - 1, t_quantile(0.975, len(ours) - 1)))
-    lines, results = compare(list(ours.values()), reference)
+    lines, results = compare(list(ours_medians.values()), reference_medians)
     for line in lines:
         print(line)
-    print('\n' + verdict(results, len(ours), len(reference)))
+    print('\n' + verdict(results, len(ours), len(reference_medians)))
+    spread = {'ours': list(ours_medians.values()), 'reference': reference_medians}
+    escapes = {'ours': [(r['escape'], r['median'][0]) for r in ours.values()],
+               'reference': [(r['escape'], r['median'][0]) for r in reference.values()]}
     if len(other) >= 2:
-        print('\nOurs against %s (%s), the same statistics:' % (args.versus_name, args.versus))
-        lines, _ = compare(list(ours.values()), list(other.values()), 'ours', args.versus_name)
+        other_medians = {seed: r['median'] for seed, r in other.items()}
+        print('\n%s against the reference, the same statistics:' % args.versus_name)
+        lines, _ = compare(list(other_medians.values()), reference_medians, args.versus_name)
         for line in lines:
             print(line)
-        for line in paired_lines(ours, other, args.versus_name):
+        print('\nOurs against %s (%s), the same statistics:' % (args.versus_name, args.versus_from or args.versus))
+        lines, _ = compare(list(ours_medians.values()), list(other_medians.values()), 'ours', args.versus_name)
+        for line in lines:
             print(line)
+        for line in paired_lines(ours_medians, other_medians, args.versus_name):
+            print(line)
+        spread[args.versus_name] = list(other_medians.values())
+        escapes[args.versus_name] = [(r['escape'], r['median'][0]) for r in other.values()]
+    print()
+    for line in spread_lines(spread):
+        print(line)
+    print()
+    for line in escape_lines(escapes):
+        print(line)
     return 0
+
+
+def test_reference(model, x, y, directory):
+    """Test every reference run in directory with our evaluation; print its line; return
+    {run: {'median', 'train_post', 'escape'}}, or None (with an Error line) when our evaluation
+    does not give run1's README figures or a run's own pkl medians."""
+    runs = {}
+    for run in reference_runs(directory):
+        folder = os.path.join(directory, run)
+        load_checkpoint(model, folder)
+        s = summarize(evaluate_tasks(model, x, y))
+        log = os.path.join(folder, 'train_log.txt')
+        print(run_line('reference ' + run, s, log, dead_units(model)), flush=True)
+        wrong = check_reference_run1(s) if run == 'run1' else []
+        theirs = pkl_medians(folder)
+        if theirs is not None and any(abs(a - b) > 0.0005 for a, b in zip(s['median'], theirs)):
+            wrong.append('medians %s, its pkl %s' % (fmt3(s['median']), fmt3(theirs)))
+        if wrong:
+            print('Error: our evaluation does not reproduce the reference\'s %s: %s' % (run, '; '.join(wrong)),
+                  file=sys.stderr)
+            return None
+        runs[run] = {'median': s['median'], 'train_post': late_train_loss(log), 'escape': escape_iteration(log)}
+    print('%-22s (checked: run1\'s median, mean step 1, divergent count and mean over the others are its README\'s '
+          'to the third decimal; every run\'s medians are its own pkl\'s to the third decimal)' % '')
+    return runs
+
+
+def recorded_group(path, group, seeds):
+    """A group's runs read from an earlier output (recorded_runs), each line printed again."""
+    runs = recorded_runs(path, group, seeds)
+    for seed, r in runs.items():
+        print('%-22s %-21s %-10s %-9s (recorded in %s)'
+              % ('%s seed %d' % (group, seed), fmt3(r['median']), '%.3f' % r['train_post'],
+                 r['escape'] if r['escape'] is not None else '-', path))
+    return runs
 
 
 def trained_logs(logdir_template, seeds, label):
@@ -687,8 +839,9 @@ def trained_logs(logdir_template, seeds, label):
 
 
 def test_group(model, x, y, logdir_template, seeds, label):
-    """Test every run of a group trained to 70,000 iterations; print its line; return {seed: medians}."""
-    medians = {}
+    """Test every run of a group trained to 70,000 iterations; print its line; return
+    {seed: {'median', 'train_post', 'escape'}}."""
+    runs = {}
     for seed in seeds:
         logdir = logdir_template.format(seed=seed)
         exp_dir = experiment_dir(logdir)
@@ -697,9 +850,10 @@ def test_group(model, x, y, logdir_template, seeds, label):
             continue
         load_checkpoint(model, exp_dir)
         s = summarize(evaluate_tasks(model, x, y))
-        print(run_line(label % seed, s, os.path.join(logdir, 'train_log.txt'), dead_units(model)), flush=True)
-        medians[seed] = s['median']
-    return medians
+        log = os.path.join(logdir, 'train_log.txt')
+        print(run_line(label % seed, s, log, dead_units(model)), flush=True)
+        runs[seed] = {'median': s['median'], 'train_post': late_train_loss(log), 'escape': escape_iteration(log)}
+    return runs
 
 
 def parse_args(argv):
@@ -722,7 +876,11 @@ def parse_args(argv):
     parser.add_argument('--curves', action='store_true', help='only print the training curves of --seeds '
                         '(and --versus) beside the reference runs\' (curve_lines) and exit')
     parser.add_argument('--no-test', action='store_true', help='with --train: train only, compare later')
-    parser.add_argument('--reference', default=REFERENCE_DIR, help='folder holding the reference\'s run1/, run2/')
+    parser.add_argument('--ours-from', metavar='FILE', help='take our runs\' figures (--seeds) from the '
+                        '"ours seed N" lines of an earlier output instead of testing their checkpoints')
+    parser.add_argument('--versus-from', metavar='FILE', help='the same for the --versus-name group')
+    parser.add_argument('--reference', default=REFERENCE_DIR, help='folder holding the reference\'s runs '
+                        '(run1/, run2/, seedN/; default %(default)s)')
     return parser.parse_args(argv)
 
 

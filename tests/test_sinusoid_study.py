@@ -1,6 +1,7 @@
 """Fast checks of sinusoid_study.py: the reference's test-task recipe, the statistics,
 and (when the reference's runs are present) that our evaluation of its run1
 checkpoint gives its own per-task test MSEs."""
+import itertools
 import math
 import os
 import pickle
@@ -12,6 +13,13 @@ import pytest
 import sinusoid_study as study
 
 RUN1 = os.path.join(study.REFERENCE_DIR, 'run1')
+
+
+def test_reference_runs_are_looked_for_beside_the_project_not_at_a_fixed_path():
+    # <project>/../shared/reference/sinusoid5shot, where <project> holds main.py
+    assert os.path.exists(os.path.join(study.HERE, 'main.py'))
+    assert study.REFERENCE_DIR.endswith(os.path.join(os.sep, 'shared', 'reference', 'sinusoid5shot'))
+    assert os.path.dirname(os.path.dirname(os.path.dirname(study.REFERENCE_DIR))) == os.path.dirname(study.HERE)
 
 
 ## The test-task recipe ---------------------------------------------------------------------------
@@ -248,3 +256,91 @@ def test_run1_checkpoint_gives_the_reference_per_task_mses_on_its_first_50_tasks
     assert got.shape == expected.shape == (50, 11)
     # float32 rounding of the same computation: measured at most 7e-6 relative
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+## The reference's runs and our recorded runs ---------------------------------------------------------
+
+def test_reference_runs_lists_run_folders_with_a_checkpoint_runs_first_then_seeds_by_number(tmp_path):
+    for name in ('seed10', 'run2', 'seed3', 'run1', 'seed4', 'notes', 'seed5x'):
+        (tmp_path / name).mkdir()
+    for name in ('seed10', 'run2', 'seed3', 'run1', 'notes', 'seed5x'):
+        (tmp_path / name / 'model69999.index').write_text('')
+    # seed4 has no checkpoint; 'notes' and 'seed5x' are not run folders
+    assert study.reference_runs(str(tmp_path)) == ['run1', 'run2', 'seed3', 'seed10']
+
+
+def test_pkl_medians_counts_a_diverged_task_as_the_worst(tmp_path):
+    mses = np.full((3, 11), 0.5)
+    mses[:, 1] = [0.1, 0.2, 0.3]
+    mses[0, 5], mses[1, 5], mses[2, 5] = np.nan, 0.2, 0.4   # nan ranks last: median 0.4, not 0.3
+    with open(tmp_path / study.REFERENCE_PKL, 'wb') as f:
+        pickle.dump({'mses': mses}, f)
+    assert study.pkl_medians(str(tmp_path)) == (0.2, 0.4, 0.5)
+    assert study.pkl_medians(str(tmp_path / 'elsewhere')) is None
+
+
+def test_recorded_runs_read_back_what_run_line_printed(tmp_path):
+    log = tmp_path / 'train_log.txt'
+    write_train_log(log, lambda itr: 3.0 if itr < 3000 else 0.5 + itr / 2e6)
+    s = {'median': (0.36749, 0.19051, 0.1672), 'mean1': 0.691, 'ci1': 0.077, 'divergent': 35, 'diverged': 16,
+         'mean_others': (0.643, 0.419, 0.378)}
+    out = tmp_path / 'old.out'
+    out.write_text('\n'.join([
+        'reference run1         0.300 / 0.157 / 0.142 0.635 +- 0.068    32    11   0.589 / 0.391 / 0.327 0.694      2000      1/22',
+        study.run_line('ours seed 3', s, str(log), (3, 23)),
+        study.run_line('global seed 3', dict(s, median=(0.1, 0.2, 0.3)), str(tmp_path / 'no-log.txt'), (0, 0)),
+        'ours seed 4             not trained to 70000 iterations (x); left out']) + '\n')
+    ours = study.recorded_runs(str(out), 'ours', [3, 4])
+    assert list(ours) == [3]
+    assert ours[3]['median'] == (0.367, 0.191, 0.167)
+    assert ours[3]['escape'] == 3000
+    assert ours[3]['train_post'] == 0.527  # 0.5 + 54500 / 2e6, the mean of 40000..69000, to 3 decimals
+    other = study.recorded_runs(str(out), 'global', [3])
+    assert other[3]['median'] == (0.1, 0.2, 0.3)
+    assert other[3]['escape'] is None and math.isnan(other[3]['train_post'])
+
+
+def test_recorded_runs_read_the_studys_own_earlier_output():
+    path = os.path.join(study.HERE, 'docs', 'sinusoid-study', 'final_compare.out')
+    ours = study.recorded_runs(path, 'ours', list(range(30)))
+    other = study.recorded_runs(path, 'global', list(range(27)))
+    assert sorted(ours) == list(range(30)) and sorted(other) == list(range(26))  # global 26 was not finished
+    assert ours[0]['median'] == (0.367, 0.191, 0.167) and ours[0]['escape'] == 9000
+
+
+def test_spread_lines_quartiles_and_the_permutation_test_of_the_deviations():
+    lines = study.spread_lines({'a': [(v, v, v) for v in (0.0, 10.0, 20.0)],
+                                'b': [(v, v, v) for v in (5.0, 6.0, 7.0)]})
+    assert lines[1] == 'step 1  a          n=3   sd 10.000; 0.000 [5.000, 10.000, 15.000] 20.000, IQR 10.000'
+    assert lines[2] == 'step 1  b          n=3   sd 1.000; 5.000 [5.500, 6.000, 6.500] 7.000, IQR 1.000'
+    # deviations from the medians: a 10, 0, 10; b 1, 0, 1. Of the 20 ways to pick 3 of the 6, the
+    # difference of means is as large as the observed 6 when a gets both 10s (4 ways) or neither (4 ways)
+    assert lines[7] == ('step 1  sd a / b 10.00; mean absolute deviation from the median 6.667 / 0.667, '
+                        'permutation p=0.400')
+    assert len(lines) == 1 + 2 * 3 + 3
+
+
+def test_escape_lines_count_per_iteration_and_compare_the_first_group_with_the_others():
+    ours = [(2000, 0.30), (3000, 0.35), (4000, 0.40), (None, 0.50)]   # a run without a log is left out
+    reference = [(2000, 0.30), (2000, 0.32), (3000, 0.31)]
+    lines = study.escape_lines({'ours': ours, 'reference': reference})
+    assert lines[1] == ('ours       3 runs; runs per iteration 2000: 1, 3000: 1, 4000: 1; by 2000: 1 of 3; '
+                        'median 3000, mean 3000; correlation with the step-1 median +1.00')
+    assert lines[2].startswith('reference  3 runs; runs per iteration 2000: 2, 3000: 1; by 2000: 2 of 3; '
+                               'median 2000, mean 2333;')
+    # every way of picking which 3 of the 6 escapes are "ours", counted here independently
+    pooled = [2000, 3000, 4000, 2000, 2000, 3000]
+    picks = list(itertools.combinations(range(6), 3))
+
+    def p(values):
+        observed = abs(np.mean(values[:3]) - np.mean(values[3:]))
+        return sum(abs(np.mean([values[i] for i in k]) - np.mean([values[i] for i in range(6) if i not in k]))
+                   >= observed - 1e-9 for k in picks) / len(picks)
+    early = [float(v <= 2000) for v in pooled]
+    assert lines[3] == ('ours - reference: share by 2000 -0.33 (permutation p=%.4f); mean escape iteration '
+                        '+667 (permutation p=%.4f)' % (p(early), p(pooled)))
+
+
+def test_the_study_stops_with_an_error_without_the_reference_runs(tmp_path, capsys):
+    assert study.main_study(study.parse_args(['--reference', str(tmp_path)])) == 2
+    assert capsys.readouterr().err.startswith('Error: no reference run1 checkpoint in %s' % tmp_path)
