@@ -81,7 +81,12 @@ def iterations_text(iterations, experiment):
 
 
 def curve(experiment, results, path, iterations=None, label=None):
-    """Draw the test CSV's results (reproduce.read_test_csv's dict, CSV units) to path.
+    """Draw the test CSV's results (reproduce.read_test_csv's dict, CSV units) to path (curve_figure)."""
+    return _save(curve_figure(experiment, results, iterations, label), path)
+
+
+def curve_figure(experiment, results, iterations=None, label=None):
+    """The figure of curve(), not saved (the tests read its axes).
 
     Two panels: all steps 0..10, and steps 1..10 on their own scale, where
     the published figures sit (beside step 0's chance level or large MSE
@@ -116,7 +121,7 @@ def curve(experiment, results, path, iterations=None, label=None):
     axes[0].legend(fontsize=8, loc='best')
     fig.suptitle('%s: %s\n%s' % (label or experiment.name, iterations_text(iterations, experiment),
                                  experiment.description), fontsize=11)
-    return _save(fig, path)
+    return fig
 
 
 def _log_scale(experiment, mean, high):

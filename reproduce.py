@@ -3,8 +3,9 @@
     python reproduce.py --list
     python reproduce.py EXPERIMENT [--metatrain_iterations N] [--logdir D] [--data_dir D] [-- MAIN.PY FLAGS]
     python reproduce.py EXPERIMENT --compare-first-order [--metatrain_iterations N] ...
-    python reproduce.py --check CSV [--experiment EXPERIMENT] [--plot]
+    python reproduce.py --check CSV [--experiment EXPERIMENT] [--plot [--plot_dir D]]
     python reproduce.py --release models/EXPERIMENT
+    python reproduce.py --table [--format=markdown]
 
 EXPERIMENT is a name from paper.py (see --list). The command trains with the
 reference command line of the experiment by running main.py in a subprocess
@@ -15,11 +16,26 @@ writes (<logdir>/<exp_string>/test_ubs{K}_stepsize{alpha}.csv) and prints
     experiment | step | iterations | published | ours | difference | verdict
 
 with the mean +- 95% confidence interval; accuracies in percent, sinusoid
-figures as mean squared error. Verdict: "reproduced" when our confidence
-interval overlaps the published one or our figure is better (accuracy higher,
-MSE lower); "below" otherwise; "n/a" where the paper gives no figure. The
+figures as mean squared error. Verdict (verdict()): "undetermined" when our
+mean or its interval is not a finite number, or when our interval's
+half-width is larger than the published figure itself (an interval that wide
+would overlap the published one for a model twice as bad, or perfect: it
+decides nothing); otherwise "reproduced" when our confidence interval
+overlaps the published one (touching counts) or our figure is better
+(accuracy higher, MSE lower), "below" when it does not; "n/a" where the paper
+gives no figure. A line under the table says why a row is undetermined. The
 iterations column holds the iterations the tested checkpoint was trained for
 against the paper's count, so a shortened run is visible in the table.
+
+For the sinusoid, where a few divergent test tasks can dominate the mean,
+two more columns give what sinusoid_study.py found robust, from the per-task
+MSEs in the test .pkl beside the CSV (sinusoid_study.summarize): the median
+over all tasks, and the mean over the tasks whose MSE never exceeds 10 at
+any step, with their count.
+
+--table prints, for every experiment of --list, the published figure, ours,
+the iterations trained and the verdict of the model released in models/, as
+its check.txt (written by --release) gives them: the README's results table.
 
 --metatrain_iterations N shortens training (for the pretrained and oracle
 baselines it sets pretrain_iterations, their training length). Training
@@ -38,7 +54,10 @@ training process (its own rusage, from os.wait4).
 Figures (with matplotlib, the optional extra: pip install -e '.[plots]'):
 after testing, the metric against inner steps 0..10 with our 95% CI band and
 the published figure(s) is written beside the CSV (test_ubs{K}_stepsize{alpha}.png;
---check writes it with --plot). A sinusoid run also gets the paper's
+--check writes it with --plot). Figures of a CSV under models/ (a released
+model: models/ is tracked) go to logs/figures/<logdir name>/<exp_string>/
+instead, and --plot_dir D puts every figure in D/<logdir name>/<exp_string>/.
+A sinusoid run also gets the paper's
 qualitative figure (test_ubs{K}_stepsize{alpha}_qualitative.png): test tasks
 0..2 of the CSV, the true sine, the K support points and the fits before
 adaptation and after 1 and 10 inner steps; MAML and the pretrained baseline
@@ -47,7 +66,7 @@ side by side when the other one is trained too (in logs/<its name>, or
 the table and the exit status are the same either way.
 
 Exit status: 0 when every row with a published figure is reproduced, 1 when
-some row is below, 2 on errors.
+some row is below or undetermined, 2 on errors (one line, "Error: ...").
 """
 import argparse
 import copy
@@ -56,6 +75,7 @@ import dataclasses
 import io
 import math
 import os
+import pickle
 import re
 import shlex
 import subprocess
@@ -68,8 +88,12 @@ import paper
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 MAIN = os.path.join(REPO, 'main.py')
-REPRODUCED, BELOW, NO_FIGURE = 'reproduced', 'below', 'n/a'
+REPRODUCED, BELOW, UNDETERMINED, NO_FIGURE = 'reproduced', 'below', 'undetermined', 'n/a'
 COLUMNS = ('experiment', 'step', 'iterations', 'published', 'ours', 'difference', 'verdict')
+ROBUST_COLUMNS = ('median', 'mean of tasks never > 10')  # sinusoid, from the pkl (sinusoid_study.summarize)
+TABLE_COLUMNS = ('experiment', 'step', 'paper', 'ours', 'iterations', 'verdict', 'model in models/')
+MODELS = os.path.join(REPO, 'models')
+RELEASED_FIGURES = os.path.join('logs', 'figures')  # figures of released models: logs/ is not tracked
 COMPARE_COLUMNS = ('variant', 'step', 'iterations', 'published', 'ours', 'verdict', 's/iter',
                    'CPU s (train)', 'peak RSS (train)')
 ITERATION_LINE = re.compile(r'^(Pretrain )?Iteration (\d+):')
@@ -84,6 +108,13 @@ SINE_PARTNERS = {'sinusoid-5shot': 'sinusoid-5shot-pretrained',  # drawn side by
 
 class ReproduceError(Exception):
     pass
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """A usage error as one line in the style of every other error: 'Error: ...', exit status 2."""
+
+    def error(self, message):
+        self.exit(2, 'Error: %s (python reproduce.py --help)\n' % message)
 
 
 ## main.py's flags ---------------------------------------------------------------------------
@@ -273,16 +304,41 @@ def trained_iterations(exp_dir):
     return max(found) + 1 if found else None
 
 
+def undetermined_because(published_mean, mean, ci):
+    """Why our figure cannot decide against the published one (None: it can).
+
+    The rule: our mean or its 95% CI is not finite (tasks whose error overflowed),
+    or the CI's half-width is larger than the published figure itself. Then the
+    interval reaches from below zero error (or 0 %) to beyond twice the published
+    figure: it overlaps the published figure whatever the model is worth.
+    """
+    if not (math.isfinite(mean) and math.isfinite(ci)):
+        return 'our mean or its 95%% CI is not finite (%s +- %s)' % (mean, ci)
+    if ci > abs(published_mean):
+        return 'our 95%% CI (+- %s) is wider than the published figure itself (%s)' % (
+            fmt_number(ci), fmt_number(published_mean))
+    return None
+
+
 def verdict(published_mean, published_ci, mean, ci, higher_is_better=True):
-    """reproduced: the 95% intervals overlap, or ours is better; below: otherwise."""
+    """n/a: no published figure; undetermined: our interval too wide to decide
+    (undetermined_because); reproduced: the 95% intervals overlap (touching counts),
+    or ours is better; below: otherwise."""
     if published_mean is None:
         return NO_FIGURE
+    if undetermined_because(published_mean, mean, ci):
+        return UNDETERMINED
     published_ci = published_ci or 0.0
     if higher_is_better:
         ok = mean + ci >= published_mean - published_ci
     else:
         ok = mean - ci <= published_mean + published_ci
     return REPRODUCED if ok else BELOW
+
+
+def fmt_number(value):
+    """3 significant decimals at most: 0.350, 36030.479."""
+    return '%.3f' % value
 
 
 def fmt_figure(mean, ci, metric):
@@ -293,11 +349,64 @@ def fmt_figure(mean, ci, metric):
     return text if ci is None else '%s +- %.*f' % (text, digits, ci)
 
 
+def per_task_path(csv_path):
+    """The test .pkl main.py writes beside the CSV: {'mses': [tasks, steps 0..10]}."""
+    return os.path.splitext(csv_path)[0] + '.pkl'
+
+
+def robust_figures(experiment, csv_path):
+    """{step: (median, mean of the tasks never above 10, their count, tasks, tasks diverged after
+    adaptation)} from the per-task MSEs in the pkl, as sinusoid_study.py defines them; None for an
+    accuracy or without a readable pkl."""
+    if experiment.metric != paper.MSE or not os.path.exists(per_task_path(csv_path)):
+        return None
+    import numpy as np
+    import sinusoid_study
+    try:
+        with open(per_task_path(csv_path), 'rb') as f:
+            mses = np.asarray(pickle.load(f)['mses'], dtype=np.float64)
+    except (OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
+        raise ReproduceError('%s: not a test pkl of main.py (%s)' % (per_task_path(csv_path), exc)) from exc
+    if mses.ndim != 2 or mses.shape[1] <= max(experiment.steps):
+        raise ReproduceError('%s holds MSEs of shape %s, not [tasks, steps 0..10]'
+                             % (per_task_path(csv_path), mses.shape))
+    summary = sinusoid_study.summarize(mses)
+    kept = len(mses) - summary['divergent']
+    return {step: (summary['median'][i], summary['mean_others'][i] if kept else None, kept, len(mses),
+                   summary['diverged'])
+            for i, step in enumerate(sinusoid_study.REPORT_STEPS)}
+
+
+def robust_cells(figures, step):
+    if figures is None or step not in figures:
+        return {c: '-' for c in ROBUST_COLUMNS}
+    median, mean_kept, kept, tasks, _ = figures[step]
+    return {ROBUST_COLUMNS[0]: fmt_number(median),
+            ROBUST_COLUMNS[1]: '%s (%d/%d)' % ('-' if mean_kept is None else fmt_number(mean_kept), kept, tasks)}
+
+
+def why_undetermined(row, figures):
+    """The line under the table that says why a row is undetermined."""
+    reason = undetermined_because(row['published_mean'], row['mean'], row['ci'])
+    step = int(row['step'])
+    text = '%s step %s undetermined: %s' % (row['experiment'], row['step'], reason)
+    if figures and step in figures:
+        median, mean_kept, kept, tasks, diverged = figures[step]
+        if diverged:
+            text += '; %d of %d test tasks diverged (MSE above 10 after adaptation) and dominate the mean' % (
+                diverged, tasks)
+        text += '; the median is %s, the mean of the %d tasks never above 10 is %s' % (
+            fmt_number(median), kept, '-' if mean_kept is None else fmt_number(mean_kept))
+    return text
+
+
 def result_rows(experiment, csv_path, iterations=None, label=None):
-    """One row per reported step: dicts keyed by COLUMNS (plus the raw numbers)."""
+    """One row per reported step: dicts keyed by COLUMNS (plus the raw numbers; for the sinusoid
+    also ROBUST_COLUMNS, and 'why' for an undetermined row)."""
     results = read_test_csv(csv_path)
     if iterations is None:
         iterations = trained_iterations(os.path.dirname(csv_path))
+    figures = robust_figures(experiment, csv_path)
     rows = []
     for step, published in zip(experiment.steps, experiment.published):
         if step not in results['means']:
@@ -316,7 +425,16 @@ def result_rows(experiment, csv_path, iterations=None, label=None):
             'verdict': verdict(pub_mean, pub_ci, mean, ci, experiment.higher_is_better),
             'mean': mean, 'ci': ci, 'published_mean': pub_mean, 'published_ci': pub_ci,
         })
+        if figures is not None:
+            rows[-1].update(robust_cells(figures, step))
+        if rows[-1]['verdict'] == UNDETERMINED:
+            rows[-1]['why'] = why_undetermined(rows[-1], figures)
     return rows
+
+
+def check_columns(rows):
+    """COLUMNS, and the sinusoid's robust figures where the rows have them."""
+    return COLUMNS + (ROBUST_COLUMNS if rows and ROBUST_COLUMNS[0] in rows[0] else ())
 
 
 def format_table(rows, columns=COLUMNS, fmt='text'):
@@ -330,11 +448,28 @@ def format_table(rows, columns=COLUMNS, fmt='text'):
 
 
 LEGEND = ('verdict: reproduced = our 95% CI overlaps the published one, or our figure is better '
-          '(accuracy higher, MSE lower); below = worse than that; n/a = no published figure.')
+          '(accuracy higher, MSE lower); below = worse than that; undetermined = our mean or CI is not '
+          'finite, or our CI is wider than the published figure itself (too wide to decide); '
+          'n/a = no published figure.')
+ROBUST_LEGEND = ('median: over all test tasks; mean of tasks never > 10: over the tasks whose MSE stays at '
+                 'most 10 at every step 0..10 (their count), as sinusoid_study.py defines them.')
+
+
+def print_check(rows, fmt, out):
+    """The table, the legend and why any row is undetermined."""
+    columns = check_columns(rows)
+    print(format_table(rows, columns, fmt=fmt), file=out)
+    print(LEGEND, file=out)
+    if columns != COLUMNS:
+        print(ROBUST_LEGEND, file=out)
+    for row in rows:
+        if 'why' in row:
+            print(row['why'], file=out)
 
 
 def exit_status(rows):
-    return 1 if any(r['verdict'] == BELOW for r in rows) else 0
+    """0: every row with a published figure reproduced; 1: some row below or undetermined."""
+    return 1 if any(r['verdict'] in (BELOW, UNDETERMINED) for r in rows) else 0
 
 
 ## Experiment lookup for --check ----------------------------------------------------------------
@@ -372,20 +507,39 @@ def figures_available(out):
     return False
 
 
-def write_curve(experiment, csv_path, iterations, out, label=None):
-    """The metric against inner steps, beside the CSV (plots.curve); None if the folder is not writable."""
+def released(csv_path):
+    """True for a CSV under the repository's models/ (a released model: the folder is tracked)."""
+    return os.path.realpath(csv_path).startswith(os.path.realpath(MODELS) + os.sep)
+
+
+def figure_path(csv_path, plot_dir=None, suffix=''):
+    """Where a figure of this test CSV goes: beside it (test_ubs{K}_stepsize{alpha}{suffix}.png), or,
+    with plot_dir or for a released model (then logs/figures), in <dir>/<logdir name>/<exp_string>/:
+    a figure is output, not part of the release, and must not land in the tracked models/."""
+    name = os.path.splitext(os.path.basename(csv_path))[0] + suffix + '.png'
+    if plot_dir is None and not released(csv_path):
+        return os.path.join(os.path.dirname(csv_path), name)
+    exp_dir = os.path.dirname(os.path.abspath(csv_path))
+    folder = os.path.join(plot_dir or RELEASED_FIGURES, os.path.basename(os.path.dirname(exp_dir)),
+                          os.path.basename(exp_dir))
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, name)
+
+
+def write_curve(experiment, csv_path, iterations, out, label=None, plot_dir=None):
+    """The metric against inner steps (plots.curve) at figure_path; None if the folder is not writable."""
     import plots
     try:
-        path = plots.curve(experiment, read_test_csv(csv_path), plots.curve_path(csv_path), iterations, label)
-    except OSError as exc:  # e.g. a read-only folder of a released model: the verdict stands
-        print('reproduce.py: warning: no figure (%s)' % exc, file=sys.stderr)
+        path = plots.curve(experiment, read_test_csv(csv_path), figure_path(csv_path, plot_dir), iterations, label)
+    except OSError as exc:  # e.g. a read-only folder: the verdict stands
+        print('Warning: no figure (%s)' % exc, file=sys.stderr)
         return None
     print('figure: %s' % path, file=out)
     return path
 
 
-def sine_path(csv_path):
-    return os.path.splitext(csv_path)[0] + '_qualitative.png'
+def sine_path(csv_path, plot_dir=None):
+    return figure_path(csv_path, plot_dir, '_qualitative')
 
 
 def sine_runs(experiment, flags, opts, extra):
@@ -428,7 +582,7 @@ def write_sine_figure(experiment, flags, csv_path, opts, extra, out):
         columns.append((title, [plots.sine_fits(model, task) for task in tasks]))
     if not columns:
         raise ReproduceError('no trained model in %s' % missing[0][1])
-    path = plots.sine_figure(columns, tasks, sine_path(csv_path))
+    path = plots.sine_figure(columns, tasks, sine_path(csv_path, getattr(opts, 'plot_dir', None)))
     print('figure: %s' % path, file=out)
     for entry, exp_dir in missing:
         print('  (not beside %s: no trained model it can load in %s; `python reproduce.py %s` trains one '
@@ -441,13 +595,12 @@ def write_figures(experiment, flags, csv_path, iterations, opts, extra, out):
     a figure that fails is reported and skipped."""
     if not figures_available(out):
         return
-    write_curve(experiment, csv_path, iterations, out)
+    write_curve(experiment, csv_path, iterations, out, plot_dir=getattr(opts, 'plot_dir', None))
     if main_flag_values(flags).datasource == 'sinusoid':
         try:
             write_sine_figure(experiment, flags, csv_path, opts, extra, out)
         except Exception as exc:  # noqa: BLE001  (the table is printed; a figure must not turn it into an error)
-            print('reproduce.py: warning: no qualitative figure (%s: %s)' % (type(exc).__name__, exc),
-                  file=sys.stderr)
+            print('Warning: no qualitative figure (%s: %s)' % (type(exc).__name__, exc), file=sys.stderr)
 
 
 ## Commands -----------------------------------------------------------------------------------
@@ -472,16 +625,26 @@ def cmd_list(fmt='text', out=sys.stdout):
     return 0
 
 
-def cmd_check(csv_path, name, fmt, out=sys.stdout, plot=False):
+def require_test_csv(csv_path):
+    """A missing CSV is the usual case before training: say what to do instead of a traceback."""
+    if os.path.isdir(csv_path):
+        raise ReproduceError('%s is a folder; give the test CSV in it (test_ubs{K}_stepsize{alpha}.csv, '
+                             'written by main.py --train=False)' % csv_path)
+    if not os.path.exists(csv_path):
+        raise ReproduceError('no test CSV at %s: train and test first (python reproduce.py EXPERIMENT, '
+                             'see --list), or give the CSV of a model in models/' % csv_path)
+
+
+def cmd_check(csv_path, name, fmt, out=sys.stdout, plot=False, plot_dir=None):
     """The verdict on a CSV; with plot, also its curve PNG (matplotlib's import alone costs
     about a second, twice the rest of --check, so only when asked)."""
+    require_test_csv(csv_path)
     experiment = paper.get(name) if name else infer_experiment(csv_path)
     iterations = trained_iterations(os.path.dirname(csv_path))
     rows = result_rows(experiment, csv_path, iterations)
-    print(format_table(rows, fmt=fmt), file=out)
-    print(LEGEND, file=out)
+    print_check(rows, fmt, out)
     if plot and figures_available(out):
-        write_curve(experiment, csv_path, iterations, out)
+        write_curve(experiment, csv_path, iterations, out, plot_dir=plot_dir)
     return exit_status(rows)
 
 
@@ -493,8 +656,7 @@ def cmd_reproduce(experiment, opts, extra, out=sys.stdout):
     _, test_run, path = train_and_test(flags, out, train=not opts.no_train)
     rows = result_rows(experiment, path, iterations=test_run.restored_iterations)
     print('\n[%s] test results: %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), path), file=out)
-    print(format_table(rows, fmt=opts.format), file=out)
-    print(LEGEND, file=out)
+    print_check(rows, opts.format, out)
     write_figures(experiment, flags, path, test_run.restored_iterations, opts, extra, out)
     return exit_status(rows)
 
@@ -528,9 +690,12 @@ def cmd_compare(experiment, opts, extra, out=sys.stdout):
           '"Iteration N" lines of the run ("-": fewer than two such lines, e.g. resumed at the end); '
           'CPU s: user+system seconds of the whole training process; peak RSS: its maximum resident memory.',
           file=out)
+    for row in rows:
+        if 'why' in row:
+            print(row['why'], file=out)
     if figures_available(out):
         for reference, path, iterations, label in curves:
-            write_curve(reference, path, iterations, out, label)
+            write_curve(reference, path, iterations, out, label, plot_dir=getattr(opts, 'plot_dir', None))
     return exit_status(rows)
 
 
@@ -552,6 +717,8 @@ def read_checkpoint_file(exp_dir):
 
 def run_folder(logdir):
     """The one exp_string folder under logdir that holds a checkpoint of ours."""
+    if not os.path.isdir(logdir):
+        raise ReproduceError('%s is not a folder; give the logdir of a trained run, models/EXPERIMENT' % logdir)
     found = sorted(name for name in os.listdir(logdir)
                    if os.path.isfile(os.path.join(logdir, name, 'checkpoint')))
     if len(found) != 1:
@@ -610,6 +777,50 @@ def cmd_release(logdir, out=sys.stdout):
     return status
 
 
+## The results table (README) ------------------------------------------------------------------------
+
+def read_check_txt(path):
+    """The rows of a check.txt (the text table of --check) as dicts keyed by its header."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    header = re.split(r'\s{2,}', lines[0].strip())
+    rows = []
+    for line in lines[2:]:
+        if not line.strip() or line.startswith('verdict:'):
+            break
+        rows.append(dict(zip(header, re.split(r'\s{2,}', line.strip()))))
+    if not rows or header[:len(COLUMNS)] != list(COLUMNS):
+        raise ReproduceError('%s is not the output of reproduce.py --check' % path)
+    return rows
+
+
+def released_check(experiment, models=MODELS):
+    """{step: row} of models/<experiment>/<exp_string>/check.txt, or {} when no model is released."""
+    path = os.path.join(models, experiment.name, exp_dir_name(experiment_flags(experiment, models)), 'check.txt')
+    if not os.path.exists(path):
+        return {}
+    return {row['step']: row for row in read_check_txt(path)}
+
+
+def results_table_rows(models=MODELS):
+    rows = []
+    for experiment in paper.EXPERIMENTS:
+        check = released_check(experiment, models)
+        for step, published in zip(experiment.steps, experiment.published):
+            row = check.get(str(step), {})
+            rows.append({'experiment': experiment.name, 'step': str(step),
+                         'paper': fmt_figure(*(published or (None, None)), experiment.metric),
+                         'ours': row.get('ours', '-'), 'iterations': row.get('iterations', '-'),
+                         'verdict': row.get('verdict', '-'), 'model in models/': 'yes' if check else 'no'})
+    return rows
+
+
+def cmd_table(fmt='text', out=sys.stdout, models=MODELS):
+    """Every experiment of --list with the released model's result (check.txt), for the README."""
+    print(format_table(results_table_rows(models), TABLE_COLUMNS, fmt), file=out)
+    return 0
+
+
 def without_figures(experiment):
     return dataclasses.replace(experiment, published=tuple(None for _ in experiment.steps))
 
@@ -620,12 +831,15 @@ def parse_args(argv):
         argv, extra = argv[:split], argv[split + 1:]
     else:
         extra = []
-    parser = argparse.ArgumentParser(
-        description='Reproduce the MAML paper\'s experiments and compare with the published figures.',
+    parser = ArgumentParser(
+        prog='reproduce.py', description='Reproduce the MAML paper\'s experiments and compare with the published figures.',
         epilog='Flags after "--" are passed to main.py unchanged. Experiments: ' + ', '.join(paper.BY_NAME))
     parser.add_argument('experiment', nargs='?', help='experiment name (see --list)')
     parser.add_argument('--list', action='store_true', help='list the experiments and their reference flags')
     parser.add_argument('--check', metavar='CSV', help='verdict for an existing test CSV, without training')
+    parser.add_argument('--table', action='store_true',
+                        help='the results table of the README: every experiment with the model released in '
+                             'models/ (its check.txt): published figure, ours, iterations, verdict')
     parser.add_argument('--release', metavar='LOGDIR',
                         help='make a trained run in LOGDIR (models/EXPERIMENT) fit to commit: only its '
                              'latest checkpoint, and check.txt (the --check output) beside its test CSV')
@@ -642,7 +856,10 @@ def parse_args(argv):
     parser.add_argument('--format', choices=('text', 'markdown'), default='text', help='table format')
     parser.add_argument('--plot', action='store_true',
                         help='with --check: also write the curve PNG beside the CSV (needs matplotlib; '
-                             'a run of an EXPERIMENT always writes its figures)')
+                             'a run of an EXPERIMENT always writes its figures); a CSV under models/ gets '
+                             'its figure in logs/figures/ instead')
+    parser.add_argument('--plot_dir', metavar='D',
+                        help='write the figures in D/<logdir name>/<exp_string>/ instead of beside the CSV')
     parser.add_argument('--partner_logdir', metavar='D',
                         help='sinusoid: the logdir of the run drawn beside this one in the qualitative figure '
                              '(MAML beside the pretrained baseline; default: logs/<its name>)')
@@ -651,8 +868,8 @@ def parse_args(argv):
     if opts.experiment_opt and opts.experiment and opts.experiment_opt != opts.experiment:
         parser.error('two different experiments given: %s and %s' % (opts.experiment, opts.experiment_opt))
     opts.name = name
-    if not (opts.list or opts.check or opts.release or name):
-        parser.error('give an EXPERIMENT, --list, --check CSV or --release LOGDIR')
+    if not (opts.list or opts.table or opts.check or opts.release or name):
+        parser.error('give an EXPERIMENT, --list, --table, --check CSV or --release LOGDIR')
     if name and name not in paper.BY_NAME:
         parser.error('unknown experiment %r; see --list' % name)
     if opts.metatrain_iterations is not None and opts.metatrain_iterations < 1:
@@ -665,16 +882,18 @@ def main(argv=None):
     try:
         if opts.list:
             return cmd_list(opts.format)
+        if opts.table:
+            return cmd_table(opts.format)
         if opts.release:
             return cmd_release(opts.release)
         if opts.check:
-            return cmd_check(opts.check, opts.name, opts.format, plot=opts.plot)
+            return cmd_check(opts.check, opts.name, opts.format, plot=opts.plot, plot_dir=opts.plot_dir)
         experiment = paper.get(opts.name)
         if opts.compare_first_order:
             return cmd_compare(experiment, opts, extra)
         return cmd_reproduce(experiment, opts, extra)
-    except (ReproduceError, flags.Error) as exc:
-        print('reproduce.py: error: %s' % exc, file=sys.stderr)
+    except (ReproduceError, flags.Error, OSError) as exc:  # OSError: a file unreadable or unwritable
+        print('Error: %s' % exc, file=sys.stderr)
         return 2
 
 

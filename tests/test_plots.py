@@ -64,13 +64,59 @@ def test_a_diverged_mse_is_drawn_on_a_log_axis_and_its_non_finite_steps_said(tmp
     """Seen on real runs: a few of 600 test tasks diverge after many inner steps (MSE 1e4 or NaN)."""
     pytest.importorskip('matplotlib')
     experiment = paper.get('sinusoid-5shot')
-    assert not plots._log_scale(experiment, np.array([3.0, 0.7, 0.5]), np.array([3.2, 0.8, 0.6]))
-    assert plots._log_scale(experiment, np.array([3.0, 0.7, 1e4]), np.array([3.2, 0.8, 3e4]))
-    assert not plots._log_scale(paper.get('omniglot-5way-1shot'), np.array([20.0, 99.0]), np.array([21.0, 99.5]))
     means = [3.0, 0.7, 0.6, 0.6, 1e4, 1e5, 1e6, float('nan'), float('inf'), float('nan'), float('nan')]
     path = write_test_csv(str(tmp_path / 'x' / 'test_ubs5_stepsize0.01.csv'), means, [0.1] * 7 + [float('nan')] * 4)
-    image = read_png(plots.curve(experiment, reproduce.read_test_csv(path), plots.curve_path(path), 70000))
-    assert has_color(image, PUBLISHED_RED)
+    fig = plots.curve_figure(experiment, reproduce.read_test_csv(path), 70000)
+    for ax in fig.axes:
+        assert ax.get_yscale() == 'log'
+        said = [t.get_text() for t in ax.texts if 'not finite' in t.get_text()]
+        assert said == ['mean or CI not finite\n(inf or NaN) at steps 7, 8, 9, 10']
+        assert len(ax.patches) == 4   # the four greyed-out steps
+    # the same curve without the divergence: a linear axis, nothing said, nothing greyed out
+    path = write_test_csv(str(tmp_path / 'y' / 'test_ubs5_stepsize0.01.csv'), [3.0, 0.7] + [0.5] * 9, [0.1] * 11)
+    for ax in plots.curve_figure(experiment, reproduce.read_test_csv(path), 70000).axes:
+        assert ax.get_yscale() == 'linear'
+        assert not [t for t in ax.texts if 'not finite' in t.get_text()] and not ax.patches
+    # and the PNG is drawn, with the published figures
+    png = plots.curve(experiment, reproduce.read_test_csv(path), plots.curve_path(path), 70000)
+    assert has_color(read_png(png), PUBLISHED_RED)
+
+
+def test_figures_of_a_released_model_stay_out_of_models(tmp_path, monkeypatch):
+    """models/ is tracked: --check --plot of a released CSV writes to logs/figures/, or to --plot_dir."""
+    pytest.importorskip('matplotlib')
+    models = tmp_path / 'repo' / 'models'
+    monkeypatch.setattr(reproduce, 'MODELS', str(models))
+    monkeypatch.chdir(tmp_path)
+    path = omniglot_csv(models, 0.995, 0.002)
+    exp_dir = os.path.dirname(path)
+    before = sorted(os.listdir(exp_dir))
+    out = io.StringIO()
+    assert reproduce.cmd_check(path, None, 'text', out=out, plot=True) == 0
+    png = os.path.join('logs', 'figures', 'omniglot-5way-1shot', os.path.basename(exp_dir), 'test_ubs1_stepsize0.4.png')
+    assert 'figure: %s' % png in out.getvalue().splitlines()
+    read_png(str(tmp_path / png))
+    assert sorted(os.listdir(exp_dir)) == before           # nothing written into models/
+    out = io.StringIO()
+    assert reproduce.cmd_check(path, None, 'text', out=out, plot=True, plot_dir=str(tmp_path / 'mine')) == 0
+    png = tmp_path / 'mine' / 'omniglot-5way-1shot' / os.path.basename(exp_dir) / 'test_ubs1_stepsize0.4.png'
+    assert 'figure: %s' % png in out.getvalue().splitlines()
+    read_png(str(png))
+    assert sorted(os.listdir(exp_dir)) == before
+
+
+def test_plot_dir_from_the_command_line(tmp_path):
+    """--plot_dir D also moves the figure of a CSV outside models/."""
+    pytest.importorskip('matplotlib')
+    path = omniglot_csv(tmp_path / 'logs', 0.975, 0.004)
+    proc = subprocess.run([sys.executable, str(REPO / 'reproduce.py'), '--check', path, '--plot',
+                           '--plot_dir', str(tmp_path / 'figs')], capture_output=True, text=True, cwd=str(tmp_path),
+                          timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    png = tmp_path / 'figs' / 'omniglot-5way-1shot' / os.path.basename(os.path.dirname(path)) / 'test_ubs1_stepsize0.4.png'
+    assert 'figure: %s' % png in proc.stdout
+    read_png(str(png))
+    assert not os.path.exists(path[:-len('.csv')] + '.png')
 
 
 CHECK_WITHOUT_MATPLOTLIB = """

@@ -94,7 +94,11 @@ def real_omniglot(tmp_path_factory):
 
 
 def verdicts(check_output):
-    return [line.split()[-1] for line in check_output.splitlines()[2:] if line and not line.startswith('verdict:')]
+    """The verdict column of a --check table (the sinusoid's has columns after it)."""
+    lines = check_output.splitlines()
+    column = re.split(r'\s{2,}', lines[0].strip()).index('verdict')
+    rows = lines[2:lines.index(next(line for line in lines if line.startswith('verdict:')))]
+    return [re.split(r'\s{2,}', line.strip())[column] for line in rows]
 
 
 @pytest.mark.parametrize('experiment, folder', runs_with_results())

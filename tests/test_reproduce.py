@@ -1,10 +1,15 @@
 """reproduce.py: the paper table, the verdict, and the commands end to end on small runs."""
 import io
+import math
 import os
+import pathlib
+import pickle
 import re
 import subprocess
 import sys
+import tempfile
 
+import numpy as np
 import pytest
 
 import paper
@@ -46,7 +51,7 @@ def check(path, name=None):
 
 def table_rows(text):
     lines = text.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.split() == COLUMNS)
+    header = next(i for i, line in enumerate(lines) if re.split(r'\s{2,}', line.strip())[:len(COLUMNS)] == COLUMNS)
     rows = []
     for line in lines[header + 2:]:
         if not line.strip() or line.startswith('verdict:'):
@@ -57,22 +62,83 @@ def table_rows(text):
 
 ## The table --------------------------------------------------------------------------------------
 
-def test_paper_table_matches_spec():
-    """Every published figure of paper.py appears in SPEC.md's table of published figures."""
-    spec = (SHARED / 'SPEC.md').read_text() if (SHARED / 'SPEC.md').exists() else None
-    if spec is None:
-        pytest.skip('../shared/SPEC.md is absent')
+# The rows of SPEC.md's "Published figures" table, by their first cell, and the paper.py experiments
+# their figures belong to: one experiment per figure of a row ("a / b" cells), or for the sinusoid
+# rows one per step (1 / 5 / 10 steps), for each experiment listed.
+SPEC_ROWS = {
+    'Omniglot 5-way 1-shot': [['omniglot-5way-1shot']],
+    'Omniglot 5-way 5-shot': [['omniglot-5way-5shot']],
+    'Omniglot 20-way 1-shot': [['omniglot-20way-1shot']],
+    'Omniglot 20-way 5-shot': [['omniglot-20way-5shot']],
+    'Omniglot 5-way 1-shot, fc net': [['omniglot-5way-1shot-fc']],
+    'Omniglot 5-way 5-shot, fc net': [['omniglot-5way-5shot-fc']],
+    'miniImagenet 5-way 1-shot': [['miniimagenet-5way-1shot']],
+    'miniImagenet 5-way 5-shot': [['miniimagenet-5way-5shot']],
+    'miniImagenet first order 1-shot / 5-shot': [['miniimagenet-5way-1shot-fo'], ['miniimagenet-5way-5shot-fo']],
+    'Omniglot first order (Reptile paper, Table) 5w1s / 5w5s / 20w1s / 20w5s': [
+        ['omniglot-5way-1shot-fo'], ['omniglot-5way-5shot-fo'], ['omniglot-20way-1shot-fo'], ['omniglot-20way-5shot-fo']],
+    'Sinusoid K=5, MSE after 1 / 5 / 10 steps (paper appendix)': 'steps',
+    'Sinusoid K=5, pretrained baseline, 1 / 5 / 10 steps': 'steps',
+}
+SPEC_SINUSOID = {'Sinusoid K=5, MSE after 1 / 5 / 10 steps (paper appendix)': ['sinusoid-5shot',
+                                                                               'sinusoid-5shot-alpha0.001'],
+                 'Sinusoid K=5, pretrained baseline, 1 / 5 / 10 steps': ['sinusoid-5shot-pretrained']}
+FIGURE = re.compile(r'^(\d+(?:\.\d+)?)(?: \+- (\d+(?:\.\d+)?))?')
+
+
+def spec_published_figures(spec):
+    """{experiment: [(mean, ci or None) per reported step]} from SPEC.md's table of published figures."""
     section = spec.split('## Published figures')[1].split('\n## ')[0]
+    figures = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        if len(cells) != 3 or cells[0] not in SPEC_ROWS:
+            continue
+        values = []
+        for part in cells[2].split(' / '):
+            match = FIGURE.match(part.strip())
+            assert match, (cells[0], part)
+            values.append((float(match.group(1)), float(match.group(2)) if match.group(2) else None))
+        if SPEC_ROWS[cells[0]] == 'steps':
+            for name in SPEC_SINUSOID[cells[0]]:
+                figures[name] = values
+        else:
+            assert len(values) == len(SPEC_ROWS[cells[0]]), cells
+            for names, value in zip(SPEC_ROWS[cells[0]], values):
+                for name in names:
+                    figures[name] = [value]
+    return figures
+
+
+def test_paper_table_matches_spec_value_by_value():
+    """Every published figure of paper.py is the one SPEC.md gives for that experiment and step
+    (a swap of two figures fails), and every experiment with a figure is checked."""
+    if not (SHARED / 'SPEC.md').exists():
+        pytest.skip('%s is absent (it is not part of a clone): nothing to compare paper.py with' % (SHARED / 'SPEC.md'))
+    figures = spec_published_figures((SHARED / 'SPEC.md').read_text())
+    assert len(figures) == sum(1 for rows in SPEC_ROWS.values() if rows != 'steps' for _ in rows) + 3
     for experiment in paper.EXPERIMENTS:
-        for figure in experiment.published:
-            if figure is None:
-                continue
-            mean, ci = figure
-            if experiment.metric == paper.MSE:
-                candidates = ['%g' % mean]
-            else:
-                candidates = ['%.1f +- %.1f' % (mean, ci), '%.2f +- %.2f' % (mean, ci)]
-            assert any(c in section for c in candidates), (experiment.name, figure)
+        published = [f for f in experiment.published if f is not None]
+        if not published:
+            assert experiment.name not in figures
+            continue
+        assert published == figures[experiment.name], experiment.name
+
+
+def test_the_spec_comparison_fails_on_a_swap():
+    """The comparison above, on a copy of the table with two figures swapped."""
+    spec = ('## Published figures\n\n| experiment | reference command | published |\n| --- | --- | --- |\n'
+            '| Omniglot 5-way 1-shot | x | 99.9 +- 0.1 |\n| Omniglot 5-way 5-shot | x | 98.7 +- 0.4 (paper) |\n')
+    figures = spec_published_figures(spec)
+    assert figures == {'omniglot-5way-1shot': [(99.9, 0.1)], 'omniglot-5way-5shot': [(98.7, 0.4)]}
+    assert list(paper.get('omniglot-5way-1shot').published) != figures['omniglot-5way-1shot']
+
+
+def test_list_names_no_file_a_clone_lacks():
+    out = io.StringIO()
+    reproduce.cmd_list('text', out=out)
+    assert 'SPEC' not in out.getvalue()
+    assert 'the paper gives no number' in out.getvalue()
 
 
 def test_experiment_steps_follow_the_paper():
@@ -115,6 +181,134 @@ def test_verdict_for_mse_lower_is_better():
     assert reproduce.verdict(0.67, None, 0.70, 0.05, higher_is_better=False) == 'reproduced'
     assert reproduce.verdict(0.67, None, 0.80, 0.05, higher_is_better=False) == 'below'
     assert reproduce.verdict(None, None, 0.80, 0.05) == 'n/a'
+
+
+def test_verdict_at_the_boundary_intervals_exactly_touching():
+    """Touching intervals count as overlapping; a hair apart they do not. The figures are exact in
+    binary, so the edges really meet: 97.5 + 0.5 == 98.5 - 0.5 == 98.0."""
+    assert 97.5 + 0.5 == 98.5 - 0.5
+    assert reproduce.verdict(98.5, 0.5, 97.5, 0.5) == 'reproduced'
+    assert reproduce.verdict(98.5, 0.5, math.nextafter(97.5, 0), 0.5) == 'below'
+    assert reproduce.verdict(0.25, 0.125, 0.5, 0.125, higher_is_better=False) == 'reproduced'   # 0.375 both
+    assert reproduce.verdict(0.25, 0.125, math.nextafter(0.5, 1), 0.125, higher_is_better=False) == 'below'
+    assert reproduce.verdict(0.25, None, 0.375, 0.125, higher_is_better=False) == 'reproduced'   # no published CI
+
+
+def test_verdict_undetermined_when_our_interval_is_wider_than_the_published_figure():
+    """The rule: our 95% CI half-width larger than the published figure itself, or a mean or CI that
+    is not finite, decides nothing. Exactly as wide as the figure still decides."""
+    assert reproduce.verdict(0.35, None, 18398.723, 36030.479, higher_is_better=False) == 'undetermined'
+    assert reproduce.verdict(0.35, None, 0.5, 0.35, higher_is_better=False) == 'reproduced'   # 0.15 <= 0.35
+    assert reproduce.verdict(0.35, None, 0.8, 0.35, higher_is_better=False) == 'below'        # 0.45 > 0.35
+    assert reproduce.verdict(0.35, None, 0.5, math.nextafter(0.35, 1), higher_is_better=False) == 'undetermined'
+    for mean, ci in ((float('nan'), float('nan')), (float('inf'), 1.0), (0.5, float('inf'))):
+        assert reproduce.verdict(0.35, None, mean, ci, higher_is_better=False) == 'undetermined'
+    assert reproduce.verdict(48.7, 1.84, 47.0, 49.0) == 'undetermined'
+    assert reproduce.verdict(48.7, 1.84, 47.0, 1.85) == 'reproduced'
+    assert reproduce.verdict(None, None, float('nan'), float('nan')) == 'n/a'
+    assert 'wider than the published figure itself (0.350)' in reproduce.undetermined_because(0.35, 1e4, 3e4)
+    assert reproduce.undetermined_because(0.35, 0.5, 0.2) is None
+
+
+def sinusoid_run(tmp_path, mses, name='sinusoid-5shot'):
+    """A test CSV and pkl of a sinusoid experiment from per-task MSEs [tasks, 11], as main.write_results
+    writes them (mean, std, 95% CI)."""
+    experiment = paper.get(name)
+    flags = reproduce.experiment_flags(experiment, logdir=str(tmp_path / name))
+    path = reproduce.test_csv_path(flags + ['--train=False'])
+    mses = np.asarray(mses, dtype=np.float64)
+    with np.errstate(invalid='ignore'):
+        ci95 = 1.96 * mses.std(0) / np.sqrt(len(mses))
+    write_test_csv(path, mses.mean(0), ci95)
+    with open(path[:-len('.csv')] + '.pkl', 'wb') as f:
+        pickle.dump({'mses': mses}, f)
+    return path
+
+
+def test_divergent_tasks_make_the_mean_undetermined_and_the_robust_figures_are_shown(tmp_path):
+    """600 tasks near the paper's curve, 2 of them diverging after step 5 (as on our real run):
+    steps 1 and 5 are judged, step 10 is undetermined, and the median and the mean over the
+    other 598 tasks are printed beside the mean."""
+    rng = np.random.default_rng(0)
+    mses = np.abs(rng.normal(1.0, 0.3, size=(600, 1))) * np.array([[3.0] + [0.4] * 5 + [0.3] * 5])
+    mses[:, 0] = 2.0                              # step 0 below 10 for every task
+    mses[[7, 300], 6:] = [[1e3, 1e4, 1e5, 1e6, 1e7]] * 2   # two tasks diverge after step 5
+    path = sinusoid_run(tmp_path, mses)
+    code, text = check(path)
+    columns = COLUMNS + list(reproduce.ROBUST_COLUMNS)
+    rows = [dict(zip(columns, r)) for r in table_rows(text)]
+    kept = np.delete(mses, [7, 300], axis=0)
+    for row, step in zip(rows, (1, 5, 10)):
+        assert row['ours'] == '%.3f +- %.3f' % (mses[:, step].mean(), 1.96 * mses[:, step].std() / np.sqrt(600))
+        assert row['median'] == '%.3f' % np.median(mses[:, step])
+        assert row['mean of tasks never > 10'] == '%.3f (598/600)' % kept[:, step].mean()
+    assert [r['verdict'] for r in rows] == [
+        reproduce.verdict(0.67, None, mses[:, 1].mean(), 1.96 * mses[:, 1].std() / np.sqrt(600), False),
+        reproduce.verdict(0.38, None, mses[:, 5].mean(), 1.96 * mses[:, 5].std() / np.sqrt(600), False),
+        'undetermined']
+    assert rows[0]['verdict'] != 'undetermined' and rows[1]['verdict'] != 'undetermined'
+    why = [line for line in text.splitlines() if line.startswith('sinusoid-5shot step 10 undetermined: ')]
+    assert len(why) == 1
+    assert 'wider than the published figure itself (0.350)' in why[0]
+    assert '2 of 600 test tasks diverged' in why[0]
+    assert 'the median is %.3f, the mean of the 598 tasks never above 10 is %.3f' % (
+        np.median(mses[:, 10]), kept[:, 10].mean()) in why[0]
+    assert code == 1   # undetermined is not reproduced
+
+
+def test_without_the_pkl_a_sinusoid_row_has_no_robust_figures(tmp_path):
+    path = sinusoid_run(tmp_path, np.full((600, 11), 0.3))
+    os.remove(path[:-len('.csv')] + '.pkl')
+    code, text = check(path)
+    assert text.splitlines()[0].split() == COLUMNS
+    assert [dict(zip(COLUMNS, r))['verdict'] for r in table_rows(text)] == ['reproduced'] * 3
+    assert code == 0
+
+
+def test_robust_figures_are_sinusoid_studys():
+    """reproduce.py reuses sinusoid_study.summarize's definitions (one place for them)."""
+    import sinusoid_study
+    mses = np.full((4, 11), 0.5)
+    mses[0, 0] = 11.0            # above 10 before adaptation only: not kept, not diverged
+    mses[1, 7:] = np.inf         # diverged
+    summary = sinusoid_study.summarize(mses)
+    assert (summary['divergent'], summary['diverged']) == (2, 1)
+    with tempfile.TemporaryDirectory() as folder:
+        path = sinusoid_run(pathlib.Path(folder), mses)
+        figures = reproduce.robust_figures(paper.get('sinusoid-5shot'), path)
+    assert figures[10] == (summary['median'][2], summary['mean_others'][2], 2, 4, 1)
+
+
+def test_check_of_a_missing_csv_says_what_to_do(tmp_path):
+    """The README's own --check example before any training: one line, no traceback, with or
+    without --experiment (it used to be "matches no experiment" without)."""
+    path = 'logs/omniglot-5way-1shot/cls_5.mbs_32.ubs_1.numstep1.updatelr0.4batchnorm/test_ubs1_stepsize0.4.csv'
+    for extra in ([], ['--experiment', 'omniglot-5way-1shot']):
+        proc = subprocess.run([sys.executable, str(REPO / 'reproduce.py'), '--check', path] + extra,
+                              capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+        assert proc.returncode == 2
+        assert proc.stdout == ''
+        assert proc.stderr.splitlines() == [
+            'Error: no test CSV at %s: train and test first (python reproduce.py EXPERIMENT, see --list), '
+            'or give the CSV of a model in models/' % path]
+    proc = subprocess.run([sys.executable, str(REPO / 'reproduce.py'), '--check', str(tmp_path)],
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith('Error: %s is a folder' % tmp_path)
+    assert len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--bogus'], 'Error: unrecognized arguments: --bogus (python reproduce.py --help)'),
+    ([], 'Error: give an EXPERIMENT, --list, --table, --check CSV or --release LOGDIR (python reproduce.py --help)'),
+    (['omniglot'], "Error: unknown experiment 'omniglot'; see --list (python reproduce.py --help)"),
+    (['--release', 'logs/sinusoid-10shot'], 'Error: logs/sinusoid-10shot is not a folder; give the logdir of a '
+                                            'trained run, models/EXPERIMENT'),
+])
+def test_usage_errors_are_one_error_line(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, str(REPO / 'reproduce.py')] + args,
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [message]
 
 
 def test_check_from_the_command_line(tmp_path):
@@ -179,7 +373,7 @@ def test_check_of_a_file_that_is_not_a_test_csv(tmp_path):
                            '--experiment', 'omniglot-5way-1shot'],
                           capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
     assert proc.returncode == 2
-    assert 'is not a test CSV of main.py' in proc.stderr
+    assert proc.stderr.startswith('Error: ') and 'is not a test CSV of main.py' in proc.stderr
 
 
 ## End to end ------------------------------------------------------------------------------------------
@@ -200,18 +394,29 @@ def test_list_shows_every_experiment(tmp_path):
 def test_sinusoid_end_to_end_prints_the_table(tmp_path):
     proc = run_reproduce('sinusoid-5shot', '--metatrain_iterations=1001', '--logdir=%s' % (tmp_path / 'logs'),
                          cwd=tmp_path)
-    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = [dict(zip(COLUMNS, r)) for r in table_rows(proc.stdout)]
+    rows = [dict(zip(COLUMNS + list(reproduce.ROBUST_COLUMNS), r)) for r in table_rows(proc.stdout)]
     assert [r['step'] for r in rows] == ['1', '5', '10']
     assert all(r['iterations'] == '1001/70000' for r in rows)
     assert [r['published'] for r in rows] == ['0.670', '0.380', '0.350']
-    assert all(r['verdict'] in ('reproduced', 'below') for r in rows)
-    # a 1001-iteration model is far from the paper: the verdict and the exit status say so
-    assert proc.returncode == (1 if any(r['verdict'] == 'below' for r in rows) else 0)
-    assert '$ python' in proc.stdout and '--update_lr=0.01' in proc.stdout
-    # the figures beside the CSV; the pretrained baseline is not trained, so MAML is drawn alone
+    # "ours" is the CSV the test wrote, the median the pkl's, and the verdict the rule's on them
     csv_path = reproduce.test_csv_path(reproduce.experiment_flags(
         paper.get('sinusoid-5shot'), str(tmp_path / 'logs')) + reproduce.TEST_FLAGS)
+    written = reproduce.read_test_csv(csv_path)
+    with open(csv_path[:-len('.csv')] + '.pkl', 'rb') as f:
+        mses = pickle.load(f)['mses']
+    expected = []
+    for row, step, published in zip(rows, (1, 5, 10), (0.67, 0.38, 0.35)):
+        mean, ci = written['means'][step], written['ci95'][step]
+        assert row['ours'] == '%.3f +- %.3f' % (mean, ci)
+        assert row['difference'] == '%+.3f' % (mean - published)
+        assert row['median'] == '%.3f' % np.median(mses[:, step])
+        expected.append(reproduce.verdict(published, None, mean, ci, higher_is_better=False))
+        assert row['verdict'] == expected[-1]
+    # a 1001-iteration model is far from the paper (MSE above 1 after a step): below, and the status says so
+    assert expected[0] == 'below'
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '$ python' in proc.stdout and '--update_lr=0.01' in proc.stdout
+    # the figures beside the CSV; the pretrained baseline is not trained, so MAML is drawn alone
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -233,20 +438,27 @@ def test_compare_first_order_on_a_small_omniglot(omniglot_data, tmp_path):
     proc = run_reproduce('omniglot-5way-1shot', '--compare-first-order', '--metatrain_iterations=201',
                          '--logdir=%s' % (tmp_path / 'logs'), '--data_dir=%s' % omniglot_data,
                          '--', '--num_filters=8', '--meta_batch_size=2', cwd=tmp_path)
-    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith('variant'))
     rows = [re.split(r'\s{2,}', line.strip()) for line in lines[header + 2:header + 4]]
     assert [r[0] for r in rows] == ['omniglot-5way-1shot (second order)', 'omniglot-5way-1shot (first order)']
-    for row in rows:
+    verdicts = []
+    for row, folder in zip(rows, ('cls_5.mbs_2.ubs_1.numstep1.updatelr0.4hidden8batchnorm',
+                                  'cls_5.mbs_2.ubs_1.numstep1.updatelr0.4hidden8stopgradbatchnorm')):
         values = dict(zip(reproduce.COMPARE_COLUMNS, row))
+        written = reproduce.read_test_csv(str(tmp_path / 'logs' / folder / 'test_ubs1_stepsize0.4.csv'))
+        mean, ci = 100 * written['means'][3], 100 * written['ci95'][3]
+        assert values['ours'] == '%.2f +- %.2f' % (mean, ci)      # each variant's own CSV
+        published = (98.7, 0.4) if 'stopgrad' not in folder else (98.3, 0.5)
+        verdicts.append(reproduce.verdict(*published, mean, ci))
+        assert values['verdict'] == verdicts[-1]
         assert values['step'] == '3'
         assert values['iterations'] == '201/60000'
         assert float(values['s/iter']) > 0
         assert values['peak RSS (train)'].endswith(' MB') and float(values['peak RSS (train)'].split()[0]) > 100
     assert dict(zip(reproduce.COMPARE_COLUMNS, rows[0]))['published'] == '98.70 +- 0.40'
     assert dict(zip(reproduce.COMPARE_COLUMNS, rows[1]))['published'] == '98.30 +- 0.50'
-    assert (tmp_path / 'logs' / 'cls_5.mbs_2.ubs_1.numstep1.updatelr0.4hidden8stopgradbatchnorm').is_dir()
+    assert proc.returncode == (0 if verdicts == ['reproduced'] * 2 else 1), proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def test_experiments_doc_holds_the_paper_table_as_paper_py_prints_it():
@@ -258,3 +470,56 @@ def test_experiments_doc_holds_the_paper_table_as_paper_py_prints_it():
     assert table.count('\n') > 30  # both tables, not an empty string that is in any file
     assert table in (REPO / 'docs' / 'experiments.md').read_text()
     assert 'docs/experiments.md' in (REPO / 'README.md').read_text()
+
+
+## The results table of the README -----------------------------------------------------------------------
+
+def release(models, name, accuracy=None, ci=None, iterations=60000):
+    """A released run as reproduce.py --release leaves it: a test CSV and check.txt (the --check output)."""
+    experiment = paper.get(name)
+    exp_dir = models / name / reproduce.exp_dir_name(list(experiment.flags))
+    flags = reproduce.experiment_flags(experiment, logdir=str(models / name))
+    path = reproduce.test_csv_path(flags + ['--train=False'])
+    means, ci95 = [0.2] * 11, [0.01] * 11
+    means[experiment.steps[0]], ci95[experiment.steps[0]] = accuracy, ci
+    write_test_csv(path, means, ci95)
+    (exp_dir / 'checkpoint').write_text('model_checkpoint_path: "model-%d"\n' % (iterations - 1))
+    out = io.StringIO()
+    reproduce.cmd_check(path, name, 'text', out=out)
+    (exp_dir / 'check.txt').write_text(out.getvalue())
+
+
+def test_results_table_reads_each_released_check_txt(tmp_path):
+    models = tmp_path / 'models'
+    release(models, 'omniglot-5way-1shot', 0.9923, 0.0035)
+    release(models, 'omniglot-20way-1shot', 0.90, 0.004, iterations=20000)
+    (models / 'omniglot-5way-5shot' / 'x').mkdir(parents=True)   # a live run: no check.txt yet
+    rows = {r['experiment']: r for r in reproduce.results_table_rows(str(models))}
+    assert len(reproduce.results_table_rows(str(models))) == sum(len(e.steps) for e in paper.EXPERIMENTS)
+    assert rows['omniglot-5way-1shot'] == {
+        'experiment': 'omniglot-5way-1shot', 'step': '3', 'paper': '98.70 +- 0.40', 'ours': '99.23 +- 0.35',
+        'iterations': '60000/60000', 'verdict': 'reproduced', 'model in models/': 'yes'}
+    assert rows['omniglot-20way-1shot'] == {
+        'experiment': 'omniglot-20way-1shot', 'step': '5', 'paper': '95.80 +- 0.30', 'ours': '90.00 +- 0.40',
+        'iterations': '20000/60000', 'verdict': 'below', 'model in models/': 'yes'}
+    assert rows['omniglot-5way-5shot'] == {
+        'experiment': 'omniglot-5way-5shot', 'step': '3', 'paper': '99.90 +- 0.10', 'ours': '-',
+        'iterations': '-', 'verdict': '-', 'model in models/': 'no'}
+
+
+def readme_results_table():
+    """The table between the README's markers of the results table."""
+    text = (REPO / 'README.md').read_text()
+    start = text.index('<!-- results table: python reproduce.py --table --format=markdown -->')
+    end = text.index('<!-- end of the results table -->')
+    return text[start:end].split('\n', 1)[1].strip()
+
+
+def test_readme_results_table_is_what_reproduce_prints():
+    """The front page's table is `reproduce.py --table --format=markdown` of the committed models/:
+    a model released (or re-released) without updating the README fails here."""
+    out = io.StringIO()
+    reproduce.cmd_table('markdown', out=out)
+    printed = out.getvalue().strip()
+    assert printed.count('\n') == 1 + sum(len(e.steps) for e in paper.EXPERIMENTS)
+    assert readme_results_table() == printed
