@@ -1,5 +1,7 @@
-"""Shared test setup: quiet TensorFlow, the repo on sys.path, the slow marker."""
+"""Shared test setup: quiet TensorFlow, the repo on sys.path, the slow marker, a time limit per test."""
+import faulthandler
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -12,14 +14,59 @@ if 'TF_ENABLE_ONEDNN_OPTS' not in os.environ:
     os.environ['MAML_TESTS_ADDED_ONEDNN_OPTS'] = '1'
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
+GOLDEN = REPO / 'tests' / 'golden'  # the golden fixtures, compact form (tests/golden/README.md)
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'tests'))
 
 import pytest  # noqa: E402
 
 
+# Every test has a time limit (its fixtures' set-up included), so that a hang fails one
+# test instead of stalling CI.
+# A test may set its own with @pytest.mark.time_limit(seconds).
+TIME_LIMIT = 1200
+SLOW_TIME_LIMIT = 3600
+# A hang inside TensorFlow's C++ code never returns to Python, where the alarm is raised:
+# this much later the stacks are printed and the run is ended.
+HARD_STOP_AFTER = 120
+
+
+class TimeLimitExceeded(Exception):
+    pass
+
+
 def pytest_addoption(parser):
     parser.addoption('--runslow', action='store_true', help='also run tests marked slow')
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'time_limit(seconds): fail the test when it runs longer (default %d s, '
+                            'slow tests %d s)' % (TIME_LIMIT, SLOW_TIME_LIMIT))
+
+
+def time_limit(item):
+    marker = item.get_closest_marker('time_limit')
+    if marker is not None:
+        return marker.args[0]
+    return SLOW_TIME_LIMIT if 'slow' in item.keywords else TIME_LIMIT
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    limit = time_limit(item)
+
+    def expire(signum, frame):
+        raise TimeLimitExceeded('%s ran longer than its time limit of %s s' % (item.nodeid, limit))
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    faulthandler.dump_traceback_later(limit + HARD_STOP_AFTER, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def pytest_collection_modifyitems(config, items):

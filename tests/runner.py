@@ -1,10 +1,13 @@
 """Run main.py as a user would: a fresh process, real flags, its printed lines."""
 import csv
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -39,6 +42,46 @@ def start_main(*flags, cwd, sigint_ignored=False):
     ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen(main_command(*flags), cwd=str(cwd), env=user_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
+
+
+class LineReader:
+    """Reads a pipe in a thread, so that waiting for a line can time out (a bare readline() blocks for good)."""
+
+    def __init__(self, pipe):
+        self.lines, self._queue = [], queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe):
+        for line in iter(pipe.readline, ''):
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, predicate, timeout):
+        """Lines up to the first for which predicate holds; AssertionError at the timeout or the pipe's end."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.time()))
+            except queue.Empty:
+                break
+            if line is None:
+                self._queue.put(None)
+                break
+            self.lines.append(line)
+            if predicate(line):
+                return self.lines
+        raise AssertionError('not seen in %d s; output so far:\n%s' % (timeout, ''.join(self.lines)))
+
+    def text(self, timeout=60):
+        """Everything read, once the pipe has closed."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), 'the pipe is still open after %d s' % timeout
+        while True:
+            line = self._queue.get_nowait()
+            if line is None:
+                return ''.join(self.lines)
+            self.lines.append(line)
 
 
 def iteration_lines(stdout):
