@@ -218,8 +218,10 @@ def run_main(args, out=sys.stdout, program=MAIN):
     print('$ ' + command, file=out, flush=True)
     pretrain = main_flag_values(args).pretrain_iterations
     start = time.time()
+    # its own session: a Ctrl-C reaches this process only, which passes it on once (a second SIGINT
+    # would interrupt main.py while it saves its checkpoint)
     proc = subprocess.Popen([sys.executable, program] + list(args), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+                            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
     times, restored = [], None
     try:
         for line in proc.stdout:
@@ -235,6 +237,9 @@ def run_main(args, out=sys.stdout, program=MAIN):
                 restored = match.group(1)
     except KeyboardInterrupt:
         proc.send_signal(2)  # main.py saves a checkpoint on SIGINT; the same command resumes
+        for line in proc.stdout:  # its last lines say what it saved
+            out.write(line)
+        proc.wait()
         raise
     finally:
         proc.stdout.close()
@@ -895,6 +900,9 @@ def main(argv=None):
     except (ReproduceError, flags.Error, OSError) as exc:  # OSError: a file unreadable or unwritable
         print('Error: %s' % exc, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print('Interrupted; the same command resumes from the last checkpoint main.py saved.', file=sys.stderr)
+        return 130
 
 
 if __name__ == '__main__':

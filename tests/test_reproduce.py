@@ -523,3 +523,26 @@ def test_readme_results_table_is_what_reproduce_prints():
     printed = out.getvalue().strip()
     assert printed.count('\n') == 1 + sum(len(e.steps) for e in paper.EXPERIMENTS)
     assert readme_results_table() == printed
+
+
+def test_ctrl_c_during_training_saves_and_ends_without_a_traceback(tmp_path):
+    """Ctrl-C reaches reproduce.py and main.py (the terminal's process group): main.py saves its
+    checkpoint once, reproduce.py says how to resume, exit status 130."""
+    import signal
+    proc = subprocess.Popen([sys.executable, str(REPO / 'reproduce.py'), 'sinusoid-5shot',
+                             '--logdir=%s' % (tmp_path / 'logs')], cwd=str(tmp_path), env=user_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith('Iteration 1000:'):
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert 'Traceback' not in err, err
+    saved = re.search(r'^Interrupted after iteration (\d+); saved (\S+)\. Resume with the same command\.$', out, re.M)
+    assert saved, out + err
+    assert os.path.exists(saved.group(2) + '.index')
+    assert err.splitlines()[-1] == 'Interrupted; the same command resumes from the last checkpoint main.py saved.'
