@@ -196,3 +196,29 @@ def test_tasks_evaluated_in_groups_side_by_side_give_the_same_results(datasource
             np.testing.assert_array_equal(grouped['accuracies'].numpy(), whole['accuracies'].numpy())
     with pytest.raises(ValueError, match='cannot be shared'):
         model.evaluate_tasks([x[:1] for x in batch], 4, parts=2)
+
+
+def test_a_last_batch_smaller_than_the_groups_is_padded_and_the_padding_dropped(monkeypatch):
+    """600 tasks in batches of 599 on 2 groups: the last batch holds 1 task, padded to 2 with a repeat
+    of it; every task's results equal those of one batch of 600, and the repeat is dropped."""
+    import main
+    from data_generator import DataGenerator
+    import tensorflow as tf
+    from maml import MAML, ModelConfig
+    monkeypatch.setattr(main, 'FLAGS', type('Flags', (), {'update_batch_size': 5})())
+    config = ModelConfig('sinusoid', norm='None', update_batch_size=5, update_lr=0.01)
+    model = MAML(1, 1, test_num_updates=main.TEST_NUM_UPDATES, config=config, dtype=tf.float32, seed=0)
+    data_generator = DataGenerator(10, 1, datasource='sinusoid', seed=0)
+    drawn = []
+    make_batches = data_generator.make_batches
+
+    def recording(train, indices, update_batch_size):
+        drawn.append(list(indices))
+        return make_batches(train=train, indices=indices, update_batch_size=update_batch_size)
+    monkeypatch.setattr(data_generator, 'make_batches', recording)
+    padded = main.score_test_tasks(model, data_generator, per_batch=599, min_tasks=2, parts=2)
+    assert drawn == [list(range(599)), [599, 599]]
+    whole = main.score_test_tasks(model, data_generator, per_batch=600)
+    assert padded.shape == whole.shape == (TASKS, 11)
+    np.testing.assert_allclose(padded, whole, rtol=1e-5)
+
