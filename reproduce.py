@@ -78,6 +78,7 @@ import os
 import pickle
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -906,4 +907,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    # Ctrl-C and kill -INT reach main() as KeyboardInterrupt even when a shell started this command as a
+    # background job (SIGINT ignored, and inherited so by the main.py it runs), as main.py does
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

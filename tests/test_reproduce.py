@@ -526,12 +526,14 @@ def test_readme_results_table_is_what_reproduce_prints():
 
 
 def test_ctrl_c_during_training_saves_and_ends_without_a_traceback(tmp_path):
-    """Ctrl-C reaches reproduce.py and main.py (the terminal's process group): main.py saves its
-    checkpoint once, reproduce.py says how to resume, exit status 130."""
+    """SIGINT to reproduce.py's process group, as Ctrl-C sends it: main.py saves its checkpoint once,
+    reproduce.py says how to resume, exit status 130. Started as a shell starts a background job
+    (SIGINT ignored), so a kill -INT to `python reproduce.py ... &` works too."""
     import signal
     proc = subprocess.Popen([sys.executable, str(REPO / 'reproduce.py'), 'sinusoid-5shot',
                              '--logdir=%s' % (tmp_path / 'logs')], cwd=str(tmp_path), env=user_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         for line in proc.stdout:
             if line.startswith('Iteration 1000:'):
