@@ -114,6 +114,10 @@ CONFIGS = {
                             num_updates=5), 16, 1, 1),
     'omniglot_20w5s': (dict(datasource='omniglot', num_classes=20, update_batch_size=5, update_lr=0.1,
                             num_updates=5), 16, 5, 5),
+    'omniglot_5w1s_fc': (dict(datasource='omniglot', num_classes=5, update_batch_size=1, update_lr=0.4,
+                              num_updates=1, conv=False), 32, 1, 1),
+    'omniglot_5w5s_fc': (dict(datasource='omniglot', num_classes=5, update_batch_size=5, update_lr=0.4,
+                              num_updates=1, conv=False), 32, 5, 5),
     'miniimagenet_5w1s': (dict(datasource='miniimagenet', num_classes=5, update_batch_size=1, update_lr=0.01,
                                num_updates=5, num_filters=32, max_pool=True), 4, 1, 15),
     'miniimagenet_5w5s': (dict(datasource='miniimagenet', num_classes=5, update_batch_size=5, update_lr=0.01,
@@ -123,6 +127,8 @@ CONFIGS = {
                   num_updates=1, num_filters=8), 2, 1, 1),
 }
 PAPER_CONFIGS = [name for name in CONFIGS if name != 'tiny']
+CONV_CONFIGS = [name for name, (flags, *_) in CONFIGS.items()
+                if flags['datasource'] != 'sinusoid' and flags.get('conv', True)]
 EVAL_CONFIGS = ['omniglot_5w1s', 'miniimagenet_5w1s']
 
 # Inner steps recorded while training (main.recorded_steps) and at test time.
@@ -764,7 +770,7 @@ def main(argv=None):
     orders = parse_list(args.orders, ('second', 'first'), ('second', 'first'))
     eval_configs = [] if args.eval_configs == 'none' else parse_list(args.eval_configs, CONFIGS, EVAL_CONFIGS)
     kernel_configs = [] if args.kernels == 'none' else parse_list(
-        args.kernels, [n for n in CONFIGS if n != 'sinusoid'], [n for n in PAPER_CONFIGS if n != 'sinusoid'])
+        args.kernels, CONV_CONFIGS, [n for n in PAPER_CONFIGS if n in CONV_CONFIGS])
     cpu, count, cores = machine_description()
     load = os.getloadavg() if hasattr(os, 'getloadavg') else None
     print('MAML benchmark: %s' % time.strftime('%Y-%m-%d %H:%M:%S'))
