@@ -898,6 +898,9 @@ def main(argv=None):
         if opts.compare_first_order:
             return cmd_compare(experiment, opts, extra)
         return cmd_reproduce(experiment, opts, extra)
+    except BrokenPipeError:  # the reader went away (python reproduce.py --table | head): nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ReproduceError, flags.Error, OSError) as exc:  # OSError: a file unreadable or unwritable
         print('Error: %s' % exc, file=sys.stderr)
         return 2
