@@ -1,11 +1,13 @@
 """Compare the model with golden fixtures computed by the reference code.
 
-    python tests/reference_check.py [--replicas N] [--float64_only] FILE.npz [FILE.npz ...]
+    python tests/reference_check.py [--replicas N] [--float64_only] [FILE.npz ...]
 
-For each fixture: build the model from its flags in float64, load init/*, run
-the meta-batch, and compare the losses, accuracies, meta-gradients and the
-weights after one Adam step, as ../shared/reference/README.md defines the
-errors. One line per fixture; exit status 1 if any float64 error exceeds its
+Without files: every fixture in tests/golden (the compact form, see its
+README.md); files in the original layout (../shared/reference/golden/*.npz)
+are read as well. For each fixture: build the model from its flags in
+float64, load init/*, run the meta-batch, and compare the losses,
+accuracies, meta-gradients and the weights after one Adam step, as
+tests/golden/README.md defines the errors. One line per fixture; exit status 1 if any float64 error exceeds its
 bound. The same errors in float32 are printed for information. With
 --replicas N the model is built under tf.distribute.MirroredStrategy over N
 logical CPU devices, and each replica runs its share of the fixture's tasks.
@@ -19,20 +21,24 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(TESTS))
+sys.path.insert(0, TESTS)
 
 import utils  # noqa: E402,F401  (before TensorFlow: it enables the oneDNN kernels)
 import tensorflow as tf  # noqa: E402
 tf.get_logger().setLevel("ERROR")  # a model per fixture: the retracing warnings are expected
 
+from golden import compact  # noqa: E402
 from maml import MAML, ModelConfig  # noqa: E402
 
 BOUNDS = {'loss': 1e-6, 'acc': 1e-6, 'grad': 1e-6, 'adam': 1e-5}
+FIXTURES = sorted(str(p) for p in compact.HERE.glob('*.npz'))  # the in-repo fixtures, compact form
 
 
 def load_fixture(path):
-    data = np.load(path)
-    fixture = {k: data[k] for k in data.files}
+    """A fixture under its original keys, from either layout; the flags decoded."""
+    fixture = compact.load(path)
     fixture['flags'] = json.loads(str(fixture.pop('flags_json')))
     return fixture
 
@@ -84,7 +90,7 @@ def relative_scalar_error(ours, ref):
 
 
 def errors(fixture, ours):
-    """The four largest errors as ../shared/reference/README.md defines them."""
+    """The four largest errors as tests/golden/README.md defines them."""
     result = {'loss': max(relative_scalar_error(ours[k], fixture[k])
                           for k in ('total_loss1', 'total_losses2'))}
     if 'total_accuracy1' in fixture:
@@ -161,11 +167,16 @@ def main(argv):
     if len(argv) > 1 and argv[1] == '--float64_only':
         FLOAT64_ONLY = True
         argv = argv[:1] + argv[2:]
-    if len(argv) < 2:
+    if len(argv) > 1 and argv[1].startswith('-'):
         print(__doc__.strip())
         return 2
+    paths = argv[1:] or FIXTURES
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing or not paths:
+        print('Error: no fixture %s' % (missing[0] if missing else 'in ' + str(compact.HERE)), file=sys.stderr)
+        return 2
     all_passed = True
-    for path in argv[1:]:
+    for path in paths:
         passed, line = check(path)
         print(line, flush=True)
         all_passed &= passed

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from benchmark import free_ports
-from conftest import REPO, SHARED
+from conftest import GOLDEN, REPO
 from runner import describe, iteration_lines, main_command, read_results_csv, run_main, user_env
 from synthetic import make_omniglot
 
@@ -168,9 +168,10 @@ def test_killed_worker_stops_the_other_and_the_restart_resumes(omniglot_data, tm
 
 ## The golden fixtures over 2 replicas ------------------------------------------------------------
 
-@pytest.mark.skipif(not (SHARED / 'reference' / 'golden').is_dir(), reason='no ../shared/reference/golden')
+@pytest.mark.time_limit(1800)  # 8 fixtures twice (1 and 2 replicas): as long as the subprocess may take
 def test_golden_fixtures_over_two_replicas_in_float64():
-    paths = sorted(str(p) for p in (SHARED / 'reference' / 'golden').glob('*.npz'))
+    paths = sorted(str(p) for p in GOLDEN.glob('*.npz'))
+    assert len(paths) == 8, paths
     proc = subprocess.run([sys.executable, str(REPO / 'tests' / 'reference_check.py'), '--replicas', '2', '--float64_only'] + paths,
                           capture_output=True, text=True, env=user_env(), timeout=1800)
     assert proc.returncode == 0, describe(proc)
