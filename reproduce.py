@@ -808,16 +808,31 @@ def released_check(experiment, models=MODELS):
     return {row['step']: row for row in read_check_txt(path)}
 
 
+def training_iterations(experiment, models=MODELS):
+    """Iterations done by a run of models/ that is still training (its latest checkpoint, not yet
+    tested), as 'done/total'; None without one."""
+    exp_dir = os.path.join(models, experiment.name, exp_dir_name(experiment_flags(experiment, models)))
+    if not os.path.exists(os.path.join(exp_dir, 'checkpoint')):
+        return None
+    latest = read_checkpoint_file(exp_dir).get('model_checkpoint_path', [''])[0]
+    match = re.match(r'model-(\d+)$', os.path.basename(latest))
+    if not match:
+        return None
+    return '%d/%d' % (int(match.group(1)) + 1, experiment.iterations)  # model-N: iterations 0..N done
+
+
 def results_table_rows(models=MODELS):
     rows = []
     for experiment in paper.EXPERIMENTS:
         check = released_check(experiment, models)
+        training = None if check else training_iterations(experiment, models)
         for step, published in zip(experiment.steps, experiment.published):
             row = check.get(str(step), {})
             rows.append({'experiment': experiment.name, 'step': str(step),
                          'paper': fmt_figure(*(published or (None, None)), experiment.metric),
-                         'ours': row.get('ours', '-'), 'iterations': row.get('iterations', '-'),
-                         'verdict': row.get('verdict', '-'), 'model in models/': 'yes' if check else 'no'})
+                         'ours': row.get('ours', '-'), 'iterations': row.get('iterations', training or '-'),
+                         'verdict': row.get('verdict', '-'),
+                         'model in models/': 'yes' if check else 'training, not tested' if training else 'no'})
     return rows
 
 

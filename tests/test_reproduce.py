@@ -493,7 +493,11 @@ def test_results_table_reads_each_released_check_txt(tmp_path):
     models = tmp_path / 'models'
     release(models, 'omniglot-5way-1shot', 0.9923, 0.0035)
     release(models, 'omniglot-20way-1shot', 0.90, 0.004, iterations=20000)
-    (models / 'omniglot-5way-5shot' / 'x').mkdir(parents=True)   # a live run: no check.txt yet
+    (models / 'omniglot-5way-5shot' / 'x').mkdir(parents=True)   # a folder without a checkpoint
+    live = models / 'omniglot-5way-1shot-fc' / reproduce.exp_dir_name(list(paper.get('omniglot-5way-1shot-fc').flags))
+    live.mkdir(parents=True)   # a run still training: a checkpoint, no test yet
+    (live / 'checkpoint').write_text('model_checkpoint_path: "model-27480"\n'
+                                     'all_model_checkpoint_paths: "model-27480"\n')
     rows = {r['experiment']: r for r in reproduce.results_table_rows(str(models))}
     assert len(reproduce.results_table_rows(str(models))) == sum(len(e.steps) for e in paper.EXPERIMENTS)
     assert rows['omniglot-5way-1shot'] == {
@@ -505,6 +509,9 @@ def test_results_table_reads_each_released_check_txt(tmp_path):
     assert rows['omniglot-5way-5shot'] == {
         'experiment': 'omniglot-5way-5shot', 'step': '3', 'paper': '99.90 +- 0.10', 'ours': '-',
         'iterations': '-', 'verdict': '-', 'model in models/': 'no'}
+    assert rows['omniglot-5way-1shot-fc'] == {
+        'experiment': 'omniglot-5way-1shot-fc', 'step': '3', 'paper': '89.70 +- 1.10', 'ours': '-',
+        'iterations': '27481/60000', 'verdict': '-', 'model in models/': 'training, not tested'}
 
 
 def readme_results_table():
