@@ -49,9 +49,12 @@ def test_main_starts_quietly_and_shows_everything_when_asked(tmp_path):
     assert quiet.returncode == 0, describe(quiet)
     for text in ('cuInit', 'InitializeLog', 'oneDNN custom operations', 'cuda drivers', 'cpu_feature_guard'):
         assert text not in quiet.stdout + quiet.stderr, describe(quiet)
-    # stdout is the reference's lines, unchanged; speed and time left go to stderr
-    assert quiet.stdout.splitlines() == ['Done initializing, starting training.',
-                                         *(l for l in quiet.stdout.splitlines() if l.startswith('Iteration '))]
+    # stdout is the reference's lines, unchanged, then where the last checkpoint is; speed and
+    # time left go to stderr
+    lines = quiet.stdout.splitlines()
+    assert lines[:-1] == ['Done initializing, starting training.',
+                          *(l for l in lines if l.startswith('Iteration '))]
+    assert lines[-1].startswith('Last checkpoint: '), lines
     assert len(re.findall(r'^Iteration \d+: \S+, \S+$', quiet.stdout, re.M)) == 2
     rates = re.findall(r'^  \S+ s/iteration over the last (\d+); (\d+) left, about .* \(ETA .*\)$',
                        quiet.stderr, re.M)
