@@ -800,9 +800,14 @@ def read_check_txt(path):
     return rows
 
 
+def released_dir(experiment, models=MODELS):
+    """models/<experiment>/<exp_string>: where a run of the experiment is released."""
+    return os.path.join(models, experiment.name, exp_dir_name(experiment_flags(experiment, models)))
+
+
 def released_check(experiment, models=MODELS):
     """{step: row} of models/<experiment>/<exp_string>/check.txt, or {} when no model is released."""
-    path = os.path.join(models, experiment.name, exp_dir_name(experiment_flags(experiment, models)), 'check.txt')
+    path = os.path.join(released_dir(experiment, models), 'check.txt')
     if not os.path.exists(path):
         return {}
     return {row['step']: row for row in read_check_txt(path)}
@@ -811,14 +816,11 @@ def released_check(experiment, models=MODELS):
 def training_iterations(experiment, models=MODELS):
     """Iterations done by a run of models/ that is still training (its latest checkpoint, not yet
     tested), as 'done/total'; None without one."""
-    exp_dir = os.path.join(models, experiment.name, exp_dir_name(experiment_flags(experiment, models)))
+    exp_dir = released_dir(experiment, models)
     if not os.path.exists(os.path.join(exp_dir, 'checkpoint')):
         return None
-    latest = read_checkpoint_file(exp_dir).get('model_checkpoint_path', [''])[0]
-    match = re.match(r'model-(\d+)$', os.path.basename(latest))
-    if not match:
-        return None
-    return '%d/%d' % (int(match.group(1)) + 1, experiment.iterations)  # model-N: iterations 0..N done
+    done = trained_iterations(exp_dir)
+    return None if done is None else '%d/%d' % (done, experiment.iterations)
 
 
 def results_table_rows(models=MODELS):
