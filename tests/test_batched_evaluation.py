@@ -184,14 +184,20 @@ def test_max_pooling_nets_run_the_test_steps_unrolled():
 
 @pytest.mark.parametrize('datasource', ['sinusoid', 'omniglot'])
 def test_tasks_evaluated_in_groups_side_by_side_give_the_same_results(datasource):
-    """evaluate_tasks(parts=2 or 3), as main.py's test on several cores: each task's results as in one group."""
+    """evaluate_tasks(parts=2 or 3), as main.py's test on several cores: each task's results as in one group.
+
+    In float64, where the numbers do not depend on how many tasks share an op: in float32, oneDNN's
+    grouped convolution rounds differently for 7 tasks than for 3 or 4, and 4 inner steps at
+    update_lr 0.4 on random images amplified that to 1e-4 relative on one CPU (AMD EPYC, CI of
+    2026-12-04) and 1e-6 on another: a bound on that measures the CPU, not the grouping.
+    """
     import tensorflow as tf
-    model = small_model(datasource, tf.float32)
+    model = small_model(datasource, tf.float64)
     batch = random_tasks(model, 7, np.random.default_rng(3))
     whole = model.evaluate_tasks(batch, 4)
     for parts in (2, 3):
         grouped = model.evaluate_tasks(batch, 4, parts=parts)
-        np.testing.assert_allclose(grouped['losses'].numpy(), whole['losses'].numpy(), rtol=1e-5)
+        np.testing.assert_allclose(grouped['losses'].numpy(), whole['losses'].numpy(), rtol=1e-12)
         if model.classification:
             np.testing.assert_array_equal(grouped['accuracies'].numpy(), whole['accuracies'].numpy())
     with pytest.raises(ValueError, match='cannot be shared'):
