@@ -76,3 +76,34 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'slow' in item.keywords:
             item.add_marker(skip)
+
+
+# The real data sets, prepared once per test session from ../shared/data by data.prepare:
+# tests/test_prepare.py checks the output, tests/test_released_models.py re-scores on it.
+REAL_DATA = {  # datasource: (its archives under ../shared/data, the folder data.prepare writes)
+    'omniglot': ('omniglot', 'omniglot_resized'),
+    'miniimagenet': ('miniImagenet', 'miniImagenet'),
+}
+
+
+@pytest.fixture(scope='session')
+def prepare_real_data(tmp_path_factory):
+    """datasource -> (a --data_dir holding it freshly prepared, what data.prepare printed);
+    skips the test when ../shared/data lacks the archives."""
+    import subprocess
+    done = {}
+
+    def prepare(datasource):
+        source, folder = REAL_DATA[datasource]
+        if not (SHARED / 'data' / source).is_dir():
+            pytest.skip('real data not available: %s does not exist' % (SHARED / 'data' / source))
+        if datasource not in done:
+            data = tmp_path_factory.mktemp('real_data')
+            proc = subprocess.run([sys.executable, '-m', 'data.prepare', datasource, str(SHARED / 'data' / source),
+                                   '--out', str(data / folder)], capture_output=True, text=True, cwd=str(REPO),
+                                  timeout=900)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            done[datasource] = data, proc.stdout
+        return done[datasource]
+    return prepare
+

@@ -457,10 +457,9 @@ def real_source(name: str) -> Path:
     return src
 
 
-def test_real_omniglot(tmp_path, capsys):
-    src, out = real_source('omniglot'), tmp_path / 'omniglot_resized'
-    code, stdout, stderr = run(capsys, 'omniglot', src, '--out', out)
-    assert code == 0, stderr
+def test_real_omniglot(prepare_real_data):
+    data, stdout = prepare_real_data('omniglot')
+    out = data / 'omniglot_resized'
     assert '50 alphabets, 1,623 characters, 20 images each (32,460 images)' in stdout
     alphabets = [a for a in out.iterdir() if a.is_dir()]
     characters = [c for a in alphabets for c in a.iterdir()]
@@ -478,10 +477,9 @@ def test_real_omniglot(tmp_path, capsys):
     assert ink > 0 and background > 5 * ink
 
 
-def test_real_miniimagenet(tmp_path, capsys):
-    src, out = real_source('miniImagenet'), tmp_path / 'miniImagenet'
-    code, stdout, stderr = run(capsys, 'miniimagenet', src, '--out', out)
-    assert code == 0, stderr
+def test_real_miniimagenet(prepare_real_data):
+    data, stdout = prepare_real_data('miniimagenet')
+    src, out = real_source('miniImagenet'), data / 'miniImagenet'
     assert '64/16/20 classes' in stdout and 'all 60,000 CSV rows present' in stdout
     for split, n_classes in [('train', 64), ('val', 16), ('test', 20)]:
         classes = [c for c in (out / split).iterdir()]
