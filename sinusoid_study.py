@@ -42,6 +42,10 @@ import types
 
 import numpy as np
 
+# The per-run figures (median, mean of the tasks never above 10, ...) are reproduce.py's:
+# its --check prints them too, and a user command must not import a tool.
+from reproduce import REPORT_STEPS, summarize
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The paper's 5-shot sinusoid command (alpha 0.01), as the reference's runs were trained.
@@ -62,8 +66,6 @@ RUN1_EXPECTED = {'median': (0.300, 0.157, 0.142), 'mean1': 0.635, 'divergent': 3
 NUM_TASKS = 600
 K = 5
 TEST_STEPS = 10
-REPORT_STEPS = (1, 5, 10)
-DIVERGED = 10.0  # the README's "tasks ever above MSE 10" (any of steps 0..10)
 
 
 ## Seeds and run folders -----------------------------------------------------------------------
@@ -354,31 +356,6 @@ def dead_units(model, grid=2001):
     a1 = x @ w['w1'] + w['b1']
     a2 = np.maximum(a1, 0) @ w['w2'] + w['b2']
     return int((a1 <= 0).all(axis=0).sum()), int((a2 <= 0).all(axis=0).sum())
-
-
-## Per-run figures --------------------------------------------------------------------------------
-
-def summarize(mses):
-    """The figures of one run's [tasks, 11] test MSEs, defined as the reference README does.
-
-    median: over all tasks, a non-finite MSE (a diverged task) counted as
-    +inf, i.e. as the worst; divergent: tasks with any MSE above 10 or not
-    finite at any of steps 0..10 (step 0, the pre-update support loss,
-    exceeds 10 for most large-amplitude tasks, so most of these never diverge;
-    `diverged` counts only those above 10 after adaptation, steps 1..10);
-    mean_others: the mean over the tasks that are not `divergent`.
-    """
-    mses = np.asarray(mses, dtype=np.float64)
-    finite = np.where(np.isfinite(mses), mses, np.inf)
-    bad = finite > DIVERGED
-    others = ~bad.any(axis=1)
-    steps = list(REPORT_STEPS)
-    return {'median': tuple(np.median(finite[:, steps], axis=0)),
-            'mean1': float(mses[:, 1].mean()),
-            'ci1': float(1.96 * mses[:, 1].std() / math.sqrt(len(mses))),
-            'divergent': int(bad.any(axis=1).sum()),
-            'diverged': int(bad[:, 1:].any(axis=1).sum()),
-            'mean_others': tuple(mses[others][:, steps].mean(axis=0))}
 
 
 ## Student t, numerically ----------------------------------------------------------------------------

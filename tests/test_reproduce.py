@@ -266,12 +266,15 @@ def test_without_the_pkl_a_sinusoid_row_has_no_robust_figures(tmp_path):
 
 
 def test_robust_figures_are_sinusoid_studys():
-    """reproduce.py reuses sinusoid_study.summarize's definitions (one place for them)."""
+    """reproduce.py and tools/sinusoid_study.py share one definition of the figures (reproduce.py's:
+    a user command does not import a tool), and robust_figures reports summarize's figures."""
     import sinusoid_study
+    assert sinusoid_study.summarize is reproduce.summarize
+    assert sinusoid_study.REPORT_STEPS is reproduce.REPORT_STEPS
     mses = np.full((4, 11), 0.5)
     mses[0, 0] = 11.0            # above 10 before adaptation only: not kept, not diverged
     mses[1, 7:] = np.inf         # diverged
-    summary = sinusoid_study.summarize(mses)
+    summary = reproduce.summarize(mses)
     assert (summary['divergent'], summary['diverged']) == (2, 1)
     with tempfile.TemporaryDirectory() as folder:
         path = sinusoid_run(pathlib.Path(folder), mses)
