@@ -282,6 +282,21 @@ def test_robust_figures_are_sinusoid_studys():
     assert figures[10] == (summary['median'][2], summary['mean_others'][2], 2, 4, 1)
 
 
+def test_reproduce_imports_no_tool(tmp_path):
+    """A user command does not depend on tools/: reproduce.py, its sinusoid figures included, runs
+    with only the repository root on sys.path and loads no module from tools/."""
+    path = sinusoid_run(tmp_path, np.full((4, 11), 0.5))
+    script = ('import sys; sys.path.insert(0, %r); import paper, reproduce; '
+              'reproduce.robust_figures(paper.get("sinusoid-5shot"), %r); '
+              'print(sorted(n for n, m in list(sys.modules.items()) '
+              'if (getattr(m, "__file__", None) or "").startswith(%r)))'
+              % (str(REPO), path, str(REPO / 'tools')))
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=str(tmp_path),
+                          env=user_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == '[]'
+
+
 def test_check_of_a_missing_csv_says_what_to_do(tmp_path):
     """The README's own --check example before any training: one line, no traceback, with or
     without --experiment (it used to be "matches no experiment" without)."""

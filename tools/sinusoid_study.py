@@ -5,10 +5,10 @@ each of them and the reference's own checkpoints on the same 600 test tasks
 (the reference's recipe) and compares the spread of our runs with the
 reference's runs.
 
-    python sinusoid_study.py --train 0-9          # train the missing seeds, one after another, then compare
-    python sinusoid_study.py --seeds 0-9          # compare only (no training)
-    python sinusoid_study.py --seeds 0-9 --curves # the training curves beside the reference's (no test)
-    python sinusoid_study.py --seeds 0-29 --ours-from OLD.out  # our runs' figures from an earlier output
+    python tools/sinusoid_study.py --train 0-9          # train the missing seeds, one after another, then compare
+    python tools/sinusoid_study.py --seeds 0-9          # compare only (no training)
+    python tools/sinusoid_study.py --seeds 0-9 --curves # the training curves beside the reference's (no test)
+    python tools/sinusoid_study.py --seeds 0-29 --ours-from OLD.out  # our runs' figures from an earlier output
 
 Why this shape:
 - The test tasks are rebuilt from the reference's recipe instead of taken
@@ -39,14 +39,17 @@ import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 
+# Run as `python tools/sinusoid_study.py` from a clone, installed or not: the program's modules
+# (reproduce, main, data_generator) are in the repository root, one folder up.
+REPO = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, REPO)
 # The per-run figures (median, mean of the tasks never above 10, ...) are reproduce.py's:
 # its --check prints them too, and a user command must not import a tool.
-from reproduce import REPORT_STEPS, summarize
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from reproduce import REPORT_STEPS, summarize  # noqa: E402
 
 # The paper's 5-shot sinusoid command (alpha 0.01), as the reference's runs were trained.
 PAPER_FLAGS = ['--datasource=sinusoid', '--norm=None', '--metatrain_iterations=70000',
@@ -55,7 +58,7 @@ ITERATIONS = 70000
 DEFAULT_LOGDIR = 'logs/sinusoid-study/seed{seed}'
 
 # Beside the project (../shared), found from this file's folder so that it is found in any checkout.
-REFERENCE_DIR = os.path.normpath(os.path.join(HERE, '..', 'shared', 'reference', 'sinusoid5shot'))
+REFERENCE_DIR = os.path.normpath(os.path.join(REPO, '..', 'shared', 'reference', 'sinusoid5shot'))
 REFERENCE_PKL = 'test_ubs5_stepsize0.01.pkl'
 # The reference's third run (seeded with 2) is not in ../shared: only its medians are known (from the issue).
 THIRD_REFERENCE_MEDIANS = {'run3 (seed 2, given)': (0.337, 0.168, 0.157)}
@@ -107,7 +110,7 @@ def last_iteration(exp_dir):
 def train_command(seed, logdir, stream='ours'):
     """main.py with the paper's flags; stream='global' runs it through this script's
     --main-with-global-stream (see global_stream_generate)."""
-    program = [os.path.join(HERE, 'main.py')] if stream == 'ours' else [os.path.abspath(__file__), GLOBAL_STREAM_MODE]
+    program = [os.path.join(REPO, 'main.py')] if stream == 'ours' else [os.path.abspath(__file__), GLOBAL_STREAM_MODE]
     return [sys.executable, '-u'] + program + PAPER_FLAGS + ['--seed=%d' % seed, '--logdir=%s' % logdir]
 
 
@@ -144,14 +147,13 @@ def run_main_with_global_stream(main_argv):
     A workaround: main.py and data_generator.py have no option for it (and are
     not this study's to change). numpy's global stream is seeded with --seed.
     """
-    sys.path.insert(0, HERE)
     import data_generator
     data_generator.DataGenerator.generate = global_stream_generate
     seed = [int(a.split('=', 1)[1]) for a in main_argv if a.startswith('--seed=')]
     np.random.seed(seed[-1] if seed else 0)
     random.seed(seed[-1] if seed else 0)
     import main
-    sys.argv = [os.path.join(HERE, 'main.py')] + main_argv
+    sys.argv = [os.path.join(REPO, 'main.py')] + main_argv
     main.run()
 
 
@@ -175,7 +177,7 @@ def train(seed, logdir, stream='ours'):
     start = time.time()
     with open(os.path.join(logdir, 'train_log.txt'), 'a') as out, \
             open(os.path.join(logdir, 'train_stderr.txt'), 'a') as err:
-        code = subprocess.call(command, stdout=out, stderr=err, cwd=HERE)
+        code = subprocess.call(command, stdout=out, stderr=err, cwd=REPO)
     seconds = time.time() - start
     if code != 0:
         raise SystemExit('seed %d: main.py exited with %d; see %s' % (seed, code, os.path.join(logdir, 'train_stderr.txt')))
