@@ -28,8 +28,8 @@ iterations column holds the iterations the tested checkpoint was trained for
 against the paper's count, so a shortened run is visible in the table.
 
 For the sinusoid, where a few divergent test tasks can dominate the mean,
-two more columns give what sinusoid_study.py found robust, from the per-task
-MSEs in the test .pkl beside the CSV (sinusoid_study.summarize): the median
+two more columns give what tools/sinusoid_study.py found robust, from the per-task
+MSEs in the test .pkl beside the CSV (summarize, below): the median
 over all tasks, and the mean over the tasks whose MSE never exceeds 10 at
 any step, with their count.
 
@@ -91,7 +91,7 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 MAIN = os.path.join(REPO, 'main.py')
 REPRODUCED, BELOW, UNDETERMINED, NO_FIGURE = 'reproduced', 'below', 'undetermined', 'n/a'
 COLUMNS = ('experiment', 'step', 'iterations', 'published', 'ours', 'difference', 'verdict')
-ROBUST_COLUMNS = ('median', 'mean of tasks never > 10')  # sinusoid, from the pkl (sinusoid_study.summarize)
+ROBUST_COLUMNS = ('median', 'mean of tasks never > 10')  # sinusoid, from the pkl (summarize)
 TABLE_COLUMNS = ('experiment', 'step', 'paper', 'ours', 'iterations', 'verdict', 'model in models/')
 MODELS = os.path.join(REPO, 'models')
 RELEASED_FIGURES = os.path.join('logs', 'figures')  # figures of released models: logs/ is not tracked
@@ -360,14 +360,43 @@ def per_task_path(csv_path):
     return os.path.splitext(csv_path)[0] + '.pkl'
 
 
+# The sinusoid's robust figures. Defined here, where the user's command needs them;
+# tools/sinusoid_study.py imports them from here (one definition for both).
+REPORT_STEPS = (1, 5, 10)  # the inner steps the sinusoid figures are reported at
+DIVERGED = 10.0  # the reference README's "tasks ever above MSE 10" (any of steps 0..10)
+
+
+def summarize(mses):
+    """The figures of one run's [tasks, 11] test MSEs, defined as the reference README does.
+
+    median: over all tasks, a non-finite MSE (a diverged task) counted as
+    +inf, i.e. as the worst; divergent: tasks with any MSE above 10 or not
+    finite at any of steps 0..10 (step 0, the pre-update support loss,
+    exceeds 10 for most large-amplitude tasks, so most of these never diverge;
+    `diverged` counts only those above 10 after adaptation, steps 1..10);
+    mean_others: the mean over the tasks that are not `divergent`.
+    """
+    import numpy as np
+    mses = np.asarray(mses, dtype=np.float64)
+    finite = np.where(np.isfinite(mses), mses, np.inf)
+    bad = finite > DIVERGED
+    others = ~bad.any(axis=1)
+    steps = list(REPORT_STEPS)
+    return {'median': tuple(np.median(finite[:, steps], axis=0)),
+            'mean1': float(mses[:, 1].mean()),
+            'ci1': float(1.96 * mses[:, 1].std() / math.sqrt(len(mses))),
+            'divergent': int(bad.any(axis=1).sum()),
+            'diverged': int(bad[:, 1:].any(axis=1).sum()),
+            'mean_others': tuple(mses[others][:, steps].mean(axis=0))}
+
+
 def robust_figures(experiment, csv_path):
     """{step: (median, mean of the tasks never above 10, their count, tasks, tasks diverged after
-    adaptation)} from the per-task MSEs in the pkl, as sinusoid_study.py defines them; None for an
+    adaptation)} from the per-task MSEs in the pkl, as summarize defines them; None for an
     accuracy or without a readable pkl."""
     if experiment.metric != paper.MSE or not os.path.exists(per_task_path(csv_path)):
         return None
     import numpy as np
-    import sinusoid_study
     try:
         with open(per_task_path(csv_path), 'rb') as f:
             mses = np.asarray(pickle.load(f)['mses'], dtype=np.float64)
@@ -376,11 +405,11 @@ def robust_figures(experiment, csv_path):
     if mses.ndim != 2 or mses.shape[1] <= max(experiment.steps):
         raise ReproduceError('%s holds MSEs of shape %s, not [tasks, steps 0..10]'
                              % (per_task_path(csv_path), mses.shape))
-    summary = sinusoid_study.summarize(mses)
+    summary = summarize(mses)
     kept = len(mses) - summary['divergent']
     return {step: (summary['median'][i], summary['mean_others'][i] if kept else None, kept, len(mses),
                    summary['diverged'])
-            for i, step in enumerate(sinusoid_study.REPORT_STEPS)}
+            for i, step in enumerate(REPORT_STEPS)}
 
 
 def robust_cells(figures, step):

@@ -15,6 +15,8 @@ if 'TF_ENABLE_ONEDNN_OPTS' not in os.environ:
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 GOLDEN = REPO / 'tests' / 'golden'  # the golden fixtures, compact form (tests/golden/README.md)
+# tools/ (benchmark, sinusoid_study: tested here) after the program's modules, which a tool never hides
+sys.path.insert(0, str(REPO / 'tools'))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'tests'))
 

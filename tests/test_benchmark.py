@@ -1,4 +1,4 @@
-"""benchmark.py runs and prints its columns (a smoke test on a tiny net; no timing is asserted)."""
+"""tools/benchmark.py runs and prints its columns (a smoke test on a tiny net; no timing is asserted)."""
 import os
 import re
 import subprocess
@@ -11,7 +11,7 @@ from runner import user_env
 
 def test_benchmark_prints_a_row_per_configuration_and_order():
     env = user_env()
-    proc = subprocess.run([sys.executable, str(REPO / 'benchmark.py'), '--configs', 'tiny', '--steps', '2',
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'benchmark.py'), '--configs', 'tiny', '--steps', '2',
                            '--warmup', '1', '--eval_configs', 'tiny', '--eval_tasks', '2'],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -33,7 +33,7 @@ def test_benchmark_prints_a_row_per_configuration_and_order():
 
 
 def test_kernel_table_gives_every_layer_and_the_bound():
-    proc = subprocess.run([sys.executable, str(REPO / 'benchmark.py'), '--configs', 'none', '--eval_configs', 'none',
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'benchmark.py'), '--configs', 'none', '--eval_configs', 'none',
                            '--kernels', 'tiny', '--steps', '2'],
                           capture_output=True, text=True, env=user_env(), timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -50,7 +50,7 @@ def test_kernel_table_gives_every_layer_and_the_bound():
 
 
 def test_replicas_row_measures_the_strategy_and_projects_by_its_formula():
-    proc = subprocess.run([sys.executable, str(REPO / 'benchmark.py'), '--replicas', '2', '--configs', 'tiny',
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'benchmark.py'), '--replicas', '2', '--configs', 'tiny',
                            '--orders', 'second', '--steps', '2', '--warmup', '1'],
                           capture_output=True, text=True, env=user_env(), timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -90,7 +90,7 @@ def test_op_kinds_of_tensorflow_and_onednn_op_types():
 
 
 def test_profile_breaks_a_step_down_by_kind_of_op():
-    proc = subprocess.run([sys.executable, str(REPO / 'benchmark.py'), '--profile', 'tiny,tiny:eval',
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'benchmark.py'), '--profile', 'tiny,tiny:eval',
                            '--orders', 'second', '--steps', '2', '--warmup', '1'],
                           capture_output=True, text=True, env=user_env(), timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -266,17 +266,35 @@ def test_without_the_pkl_a_sinusoid_row_has_no_robust_figures(tmp_path):
 
 
 def test_robust_figures_are_sinusoid_studys():
-    """reproduce.py reuses sinusoid_study.summarize's definitions (one place for them)."""
+    """reproduce.py and tools/sinusoid_study.py share one definition of the figures (reproduce.py's:
+    a user command does not import a tool), and robust_figures reports summarize's figures."""
     import sinusoid_study
+    assert sinusoid_study.summarize is reproduce.summarize
+    assert sinusoid_study.REPORT_STEPS is reproduce.REPORT_STEPS
     mses = np.full((4, 11), 0.5)
     mses[0, 0] = 11.0            # above 10 before adaptation only: not kept, not diverged
     mses[1, 7:] = np.inf         # diverged
-    summary = sinusoid_study.summarize(mses)
+    summary = reproduce.summarize(mses)
     assert (summary['divergent'], summary['diverged']) == (2, 1)
     with tempfile.TemporaryDirectory() as folder:
         path = sinusoid_run(pathlib.Path(folder), mses)
         figures = reproduce.robust_figures(paper.get('sinusoid-5shot'), path)
     assert figures[10] == (summary['median'][2], summary['mean_others'][2], 2, 4, 1)
+
+
+def test_reproduce_imports_no_tool(tmp_path):
+    """A user command does not depend on tools/: reproduce.py, its sinusoid figures included, runs
+    with only the repository root on sys.path and loads no module from tools/."""
+    path = sinusoid_run(tmp_path, np.full((4, 11), 0.5))
+    script = ('import sys; sys.path.insert(0, %r); import paper, reproduce; '
+              'reproduce.robust_figures(paper.get("sinusoid-5shot"), %r); '
+              'print(sorted(n for n, m in list(sys.modules.items()) '
+              'if (getattr(m, "__file__", None) or "").startswith(%r)))'
+              % (str(REPO), path, str(REPO / 'tools')))
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=str(tmp_path),
+                          env=user_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == '[]'
 
 
 def test_check_of_a_missing_csv_says_what_to_do(tmp_path):

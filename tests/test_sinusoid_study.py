@@ -1,4 +1,4 @@
-"""Fast checks of sinusoid_study.py: the reference's test-task recipe, the statistics,
+"""Fast checks of tools/sinusoid_study.py: the reference's test-task recipe, the statistics,
 and (when the reference's runs are present) that our evaluation of its run1
 checkpoint gives its own per-task test MSEs."""
 import itertools
@@ -17,9 +17,9 @@ RUN1 = os.path.join(study.REFERENCE_DIR, 'run1')
 
 def test_reference_runs_are_looked_for_beside_the_project_not_at_a_fixed_path():
     # <project>/../shared/reference/sinusoid5shot, where <project> holds main.py
-    assert os.path.exists(os.path.join(study.HERE, 'main.py'))
+    assert os.path.exists(os.path.join(study.REPO, 'main.py'))
     assert study.REFERENCE_DIR.endswith(os.path.join(os.sep, 'shared', 'reference', 'sinusoid5shot'))
-    assert os.path.dirname(os.path.dirname(os.path.dirname(study.REFERENCE_DIR))) == os.path.dirname(study.HERE)
+    assert os.path.dirname(os.path.dirname(os.path.dirname(study.REFERENCE_DIR))) == os.path.dirname(study.REPO)
 
 
 ## The test-task recipe ---------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_recorded_runs_read_back_what_run_line_printed(tmp_path):
 
 
 def test_recorded_runs_read_the_studys_own_earlier_output():
-    path = os.path.join(study.HERE, 'docs', 'sinusoid-study', 'final_compare.out')
+    path = os.path.join(study.REPO, 'docs', 'sinusoid-study', 'final_compare.out')
     ours = study.recorded_runs(path, 'ours', list(range(30)))
     other = study.recorded_runs(path, 'global', list(range(27)))
     assert sorted(ours) == list(range(30)) and sorted(other) == list(range(26))  # global 26 was not finished

@@ -4,13 +4,16 @@
 # (every choice of 3 of 33, vectorised; checked against sinusoid_study.permutation_p). Welch's p from
 # scipy for speed (checked against sinusoid_study.welch). Then: with m reference runs, how often Welch
 # finds the observed differences (ours - reference, final_compare.out) at 5%.
-# Run (needs scipy) from the repository's top: taskset -c 1 nice -n 5 python docs/sinusoid-study/power.py > docs/sinusoid-study/power.out
+# Run (needs scipy) from the repository's top: taskset -c 1 nice -n 5 python tools/sinusoid-study/power.py > docs/sinusoid-study/power.out
 import itertools, re, sys
+from pathlib import Path
 import numpy as np
 from scipy import stats
-sys.path.insert(0, '.')  # run from the repository's top
+REPO = Path(__file__).resolve().parents[2]  # this repository (tools/sinusoid-study/ is two folders down)
+sys.path.insert(0, str(REPO / 'tools'))  # the study (which puts the repository root on sys.path itself)
+FINAL_COMPARE = REPO / 'docs' / 'sinusoid-study' / 'final_compare.out'  # the recorded output read here
 import sinusoid_study as study
-rows = [l for l in open('docs/sinusoid-study/final_compare.out') if l.startswith('ours seed')]
+rows = [l for l in open(FINAL_COMPARE) if l.startswith('ours seed')]
 med = np.array([[float(v) for v in re.search(r'(\S+) / (\S+) / (\S+)', l).groups()] for l in rows])
 assert med.shape == (30, 3)
 combos = np.array(list(itertools.combinations(range(33), 3)))
@@ -38,7 +41,7 @@ for j, step in enumerate(study.REPORT_STEPS):
         print('step %-2d difference %.2f sd = %.3f: Welch p<0.05 in %.0f%%, Welch and permutation both in %.0f%% of %d simulations'
               % (step, delta_sd, delta_sd * sd, 100 * hits_w / SIMS, 100 * hits_both / SIMS, SIMS))
 observed = {}
-for line in open('docs/sinusoid-study/final_compare.out'):
+for line in open(FINAL_COMPARE):
     m = re.match(r'^\s+ours - reference ([+-]\S+), Welch', line)
     if m:
         observed[len(observed)] = float(m.group(1))

@@ -1,6 +1,6 @@
 """Cross-check: torch-loop, torch-vmap and learn2learn give the same meta-gradient (same initial
 weights, same batch), per order; and second order differs from first order.
-    python docs/implementations/check_torch_grads.py     (runs run_torch.py --dump_grad six times, under
+    python tools/implementations/check_torch_grads.py     (runs run_torch.py --dump_grad six times, under
                                                           this Python: it needs torch and learn2learn)"""
 import os, subprocess, sys, tempfile
 import torch

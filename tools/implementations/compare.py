@@ -1,8 +1,8 @@
 """Seconds per MAML meta-training iteration, Omniglot 5-way 1-shot (the paper's configuration), for
 several implementations pinned to the same CPU core(s), side by side with the project's benchmark.
 
-    python docs/implementations/compare.py --reference PATH --cores 0 --steps 20 --warmup 3 [--rounds 2]
-                                   [--impls a,b,...] [--orders second,first] [--nice 0] [--out FILE.json]
+    python tools/implementations/compare.py --reference PATH --cores 0 --steps 20 --warmup 3 [--rounds 2]
+                                    [--impls a,b,...] [--orders second,first] [--nice 0] [--out FILE.json]
 
 --reference (or the environment variable MAML_REFERENCE_DIR): the folder of a clone of cbfinn/maml
 (maml.py, utils.py, main.py, ...), used unmodified; needed by the reference-* implementations only.
@@ -62,7 +62,7 @@ IMPLS = {
     'torch-vmap': (_torch('torch-vmap'), 'PyTorch 2.13 torch.func.vmap over tasks, torch.func.grad inner step'),
     'learn2learn': (_torch('learn2learn'), 'learn2learn 0.2.0 l2l.algorithms.MAML, clone/adapt task loop'),
     'ours': (lambda o, a: [OURS_PY, os.path.join(HERE, 'run_ours.py')] + _timing(a, o),
-             "this repository's benchmark.py --configs omniglot_5w1s (MAML.metatrain_step)"),
+             "this repository's tools/benchmark.py --configs omniglot_5w1s (MAML.metatrain_step)"),
     'reference-v1cf-unfused': (_ref('v1', env=['REF_FUSED=0']),
                                'reference-v1cf with tf_slim batch_norm(fused=False), the non-fused path (shim)'),
     # not in the default set: the reference built with test_num_updates=1 (10 is what main.py uses)

@@ -1,8 +1,8 @@
 """Time one MAML meta-training iteration (Omniglot 5-way 1-shot, paper configuration) in PyTorch.
 
-    python run_torch.py --impl torch-loop|torch-vmap|learn2learn --order second|first --steps 10 --warmup 3
-    python run_torch.py --impl torch-loop --order second --check 20    # losses on a fixed batch, no timing
-    python run_torch.py --impl torch-loop --order second --dump_grad FILE.pt   # one meta-gradient (check_torch_grads.py)
+    python tools/implementations/run_torch.py --impl torch-loop|torch-vmap|learn2learn --order second|first --steps 10 --warmup 3
+    python tools/implementations/run_torch.py --impl torch-loop --order second --check 20    # losses on a fixed batch, no timing
+    python tools/implementations/run_torch.py --impl torch-loop --order second --dump_grad FILE.pt   # one meta-gradient (check_torch_grads.py)
 
 The network is the reference's (cbfinn/maml, omniglot, conv, batch_norm): 4 x [conv 3x3, 64 filters,
 stride 2, + bias -> batch norm with the batch's statistics, offset (beta) only (scale: constant 1), eps 1e-3

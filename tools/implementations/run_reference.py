@@ -1,9 +1,9 @@
 """Time one meta-training iteration of the reference MAML (cbfinn/maml, TF1) under TF 2.x compat.v1.
 
-    python run_reference.py --reference PATH --cf v1|v2 --order second|first --steps 10 --warmup 3
-    python run_reference.py --reference PATH --cf v1 --order second --check 20   # losses on a fixed batch
-    python run_reference.py --reference PATH --profile --steps 10 --warmup 3     # op profile
-    python run_reference.py --reference PATH --gradcheck DIR     # weights, batch, meta-gradient for gradcompare.py
+    python tools/implementations/run_reference.py --reference PATH --cf v1|v2 --order second|first --steps 10 --warmup 3
+    python tools/implementations/run_reference.py --reference PATH --cf v1 --order second --check 20   # losses on a fixed batch
+    python tools/implementations/run_reference.py --reference PATH --profile --steps 10 --warmup 3     # op profile
+    python tools/implementations/run_reference.py --reference PATH --gradcheck DIR     # weights, batch, meta-gradient for gradcompare.py
 
 --reference (or the environment variable MAML_REFERENCE_DIR) is the folder of a clone of cbfinn/maml
 (maml.py, utils.py, main.py, data_generator.py, special_grads.py); its files are imported from there
@@ -26,9 +26,10 @@ import os
 import statistics
 import sys
 import types
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))  # this repository (docs/implementations/ is two folders down)
+REPO = str(Path(__file__).resolve().parents[2])  # this repository (tools/implementations/ is two folders down)
 REFERENCE_FILES = ('main.py', 'maml.py', 'utils.py', 'data_generator.py')
 
 
@@ -50,12 +51,12 @@ def reference_dir(path):
 
 
 def project_module(name):
-    """This repository's NAME.py, imported by path: the repository is not put on sys.path, where its
-    main.py, maml.py and utils.py would stand for the reference's modules of the same names."""
+    """This repository's tools/NAME.py, imported by path: the repository is not put on sys.path, where
+    its main.py, maml.py and utils.py would stand for the reference's modules of the same names."""
     import importlib.util
     module_name = 'maml_tf2_' + name
     if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, os.path.join(REPO, name + '.py'))
+        spec = importlib.util.spec_from_file_location(module_name, os.path.join(REPO, 'tools', name + '.py'))
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         spec.loader.exec_module(module)

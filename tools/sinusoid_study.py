@@ -5,10 +5,10 @@ each of them and the reference's own checkpoints on the same 600 test tasks
 (the reference's recipe) and compares the spread of our runs with the
 reference's runs.
 
-    python sinusoid_study.py --train 0-9          # train the missing seeds, one after another, then compare
-    python sinusoid_study.py --seeds 0-9          # compare only (no training)
-    python sinusoid_study.py --seeds 0-9 --curves # the training curves beside the reference's (no test)
-    python sinusoid_study.py --seeds 0-29 --ours-from OLD.out  # our runs' figures from an earlier output
+    python tools/sinusoid_study.py --train 0-9          # train the missing seeds, one after another, then compare
+    python tools/sinusoid_study.py --seeds 0-9          # compare only (no training)
+    python tools/sinusoid_study.py --seeds 0-9 --curves # the training curves beside the reference's (no test)
+    python tools/sinusoid_study.py --seeds 0-29 --ours-from OLD.out  # our runs' figures from an earlier output
 
 Why this shape:
 - The test tasks are rebuilt from the reference's recipe instead of taken
@@ -39,10 +39,17 @@ import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+# Run as `python tools/sinusoid_study.py` from a clone, installed or not: the program's modules
+# (reproduce, main, data_generator) are in the repository root, one folder up.
+REPO = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, REPO)
+# The per-run figures (median, mean of the tasks never above 10, ...) are reproduce.py's:
+# its --check prints them too, and a user command must not import a tool.
+from reproduce import REPORT_STEPS, summarize  # noqa: E402
 
 # The paper's 5-shot sinusoid command (alpha 0.01), as the reference's runs were trained.
 PAPER_FLAGS = ['--datasource=sinusoid', '--norm=None', '--metatrain_iterations=70000',
@@ -51,7 +58,7 @@ ITERATIONS = 70000
 DEFAULT_LOGDIR = 'logs/sinusoid-study/seed{seed}'
 
 # Beside the project (../shared), found from this file's folder so that it is found in any checkout.
-REFERENCE_DIR = os.path.normpath(os.path.join(HERE, '..', 'shared', 'reference', 'sinusoid5shot'))
+REFERENCE_DIR = os.path.normpath(os.path.join(REPO, '..', 'shared', 'reference', 'sinusoid5shot'))
 REFERENCE_PKL = 'test_ubs5_stepsize0.01.pkl'
 # The reference's third run (seeded with 2) is not in ../shared: only its medians are known (from the issue).
 THIRD_REFERENCE_MEDIANS = {'run3 (seed 2, given)': (0.337, 0.168, 0.157)}
@@ -62,8 +69,6 @@ RUN1_EXPECTED = {'median': (0.300, 0.157, 0.142), 'mean1': 0.635, 'divergent': 3
 NUM_TASKS = 600
 K = 5
 TEST_STEPS = 10
-REPORT_STEPS = (1, 5, 10)
-DIVERGED = 10.0  # the README's "tasks ever above MSE 10" (any of steps 0..10)
 
 
 ## Seeds and run folders -----------------------------------------------------------------------
@@ -105,7 +110,7 @@ def last_iteration(exp_dir):
 def train_command(seed, logdir, stream='ours'):
     """main.py with the paper's flags; stream='global' runs it through this script's
     --main-with-global-stream (see global_stream_generate)."""
-    program = [os.path.join(HERE, 'main.py')] if stream == 'ours' else [os.path.abspath(__file__), GLOBAL_STREAM_MODE]
+    program = [os.path.join(REPO, 'main.py')] if stream == 'ours' else [os.path.abspath(__file__), GLOBAL_STREAM_MODE]
     return [sys.executable, '-u'] + program + PAPER_FLAGS + ['--seed=%d' % seed, '--logdir=%s' % logdir]
 
 
@@ -142,14 +147,13 @@ def run_main_with_global_stream(main_argv):
     A workaround: main.py and data_generator.py have no option for it (and are
     not this study's to change). numpy's global stream is seeded with --seed.
     """
-    sys.path.insert(0, HERE)
     import data_generator
     data_generator.DataGenerator.generate = global_stream_generate
     seed = [int(a.split('=', 1)[1]) for a in main_argv if a.startswith('--seed=')]
     np.random.seed(seed[-1] if seed else 0)
     random.seed(seed[-1] if seed else 0)
     import main
-    sys.argv = [os.path.join(HERE, 'main.py')] + main_argv
+    sys.argv = [os.path.join(REPO, 'main.py')] + main_argv
     main.run()
 
 
@@ -173,7 +177,7 @@ def train(seed, logdir, stream='ours'):
     start = time.time()
     with open(os.path.join(logdir, 'train_log.txt'), 'a') as out, \
             open(os.path.join(logdir, 'train_stderr.txt'), 'a') as err:
-        code = subprocess.call(command, stdout=out, stderr=err, cwd=HERE)
+        code = subprocess.call(command, stdout=out, stderr=err, cwd=REPO)
     seconds = time.time() - start
     if code != 0:
         raise SystemExit('seed %d: main.py exited with %d; see %s' % (seed, code, os.path.join(logdir, 'train_stderr.txt')))
@@ -354,31 +358,6 @@ def dead_units(model, grid=2001):
     a1 = x @ w['w1'] + w['b1']
     a2 = np.maximum(a1, 0) @ w['w2'] + w['b2']
     return int((a1 <= 0).all(axis=0).sum()), int((a2 <= 0).all(axis=0).sum())
-
-
-## Per-run figures --------------------------------------------------------------------------------
-
-def summarize(mses):
-    """The figures of one run's [tasks, 11] test MSEs, defined as the reference README does.
-
-    median: over all tasks, a non-finite MSE (a diverged task) counted as
-    +inf, i.e. as the worst; divergent: tasks with any MSE above 10 or not
-    finite at any of steps 0..10 (step 0, the pre-update support loss,
-    exceeds 10 for most large-amplitude tasks, so most of these never diverge;
-    `diverged` counts only those above 10 after adaptation, steps 1..10);
-    mean_others: the mean over the tasks that are not `divergent`.
-    """
-    mses = np.asarray(mses, dtype=np.float64)
-    finite = np.where(np.isfinite(mses), mses, np.inf)
-    bad = finite > DIVERGED
-    others = ~bad.any(axis=1)
-    steps = list(REPORT_STEPS)
-    return {'median': tuple(np.median(finite[:, steps], axis=0)),
-            'mean1': float(mses[:, 1].mean()),
-            'ci1': float(1.96 * mses[:, 1].std() / math.sqrt(len(mses))),
-            'divergent': int(bad.any(axis=1).sum()),
-            'diverged': int(bad[:, 1:].any(axis=1).sum()),
-            'mean_others': tuple(mses[others][:, steps].mean(axis=0))}
 
 
 ## Student t, numerically ----------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Time the meta-training step of every paper configuration, and the 600-task evaluation.
 
-    python benchmark.py                                     # everything (about 30 minutes on 2 cores)
-    taskset -c 0 python benchmark.py --configs omniglot_5w1s --orders second --steps 10
-    python benchmark.py --configs tiny --steps 2 --warmup 1 --eval_tasks 2   # smoke test
-    python benchmark.py --configs none --eval_configs none --kernels all     # conv kernels, layer by layer
-    python benchmark.py --replicas 2 --orders second --steps 5 --warmup 2    # tf.distribute, and the projection
-    taskset -c 0 python benchmark.py --profile omniglot_5w1s,omniglot_5w1s:eval --steps 10   # op by op
+    python tools/benchmark.py                                     # everything (about 30 minutes on 2 cores)
+    taskset -c 0 python tools/benchmark.py --configs omniglot_5w1s --orders second --steps 10
+    python tools/benchmark.py --configs tiny --steps 2 --warmup 1 --eval_tasks 2   # smoke test
+    python tools/benchmark.py --configs none --eval_configs none --kernels all     # conv kernels, layer by layer
+    python tools/benchmark.py --replicas 2 --orders second --steps 5 --warmup 2    # tf.distribute, and the projection
+    taskset -c 0 python tools/benchmark.py --profile omniglot_5w1s,omniglot_5w1s:eval --steps 10   # op by op
 
 What is timed. For each configuration (the paper's hyperparameters: meta-batch
 size, K, N, inner steps, filters, max pooling, 15 queries per class for
@@ -63,7 +63,7 @@ TF 2.21 compat mode) with 2 cores, as the performance issue reports them
 reference time / our time (a range when the reference's is a range). If this
 benchmark runs on fewer cores than the reference figures (taskset), the
 speedups are understated. To time the reference beside this code in one run,
-on the same machine, use docs/implementations/compare.py.
+on the same machine, use tools/implementations/compare.py.
 
 --replicas N times the step under tf.distribute.MultiWorkerMirroredStrategy:
 N worker processes on this host (TF_CONFIG on free localhost ports), worker i
@@ -99,8 +99,13 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-REPO = os.path.dirname(os.path.abspath(__file__))
+# The repository root, one folder up: the program's modules (main, maml, utils). It is put first
+# on sys.path where they are imported (worker, test_tasks_per_batch), not at import time:
+# tools/implementations/run_reference.py loads this file beside the reference's main.py and
+# maml.py, which the project's would hide.
+REPO = str(Path(__file__).resolve().parents[1])
 
 # name: (model flags, meta-batch size, support examples per class K, query examples per class)
 CONFIGS = {

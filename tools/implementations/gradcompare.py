@@ -1,7 +1,7 @@
 """Meta-gradient of the reference (as run under TF 2.x) against ours, same weights and batch.
 
-    python docs/implementations/run_reference.py --reference PATH --gradcheck DIR   # [REF_NORM=...]
-    python docs/implementations/gradcompare.py DIR [--norm batch_norm|layer_norm|None]
+    python tools/implementations/run_reference.py --reference PATH --gradcheck DIR   # [REF_NORM=...]
+    python tools/implementations/gradcompare.py DIR [--norm batch_norm|layer_norm|None]
 
 DIR holds what run_reference.py --gradcheck saved: the reference's initial weights (TF1 checkpoint
 model0) and ref.npz (the batch and the reference's meta-gradient). --norm must be the REF_NORM the
@@ -11,8 +11,9 @@ with the same weights (tf1_checkpoint) and evaluated in float64 (the exact value
 import argparse
 import os
 import sys
+from pathlib import Path
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # two folders up
+REPO = str(Path(__file__).resolve().parents[2])  # this repository (tools/implementations/ is two folders down)
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument('dir', help='the folder run_reference.py --gradcheck wrote')

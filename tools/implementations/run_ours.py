@@ -1,8 +1,8 @@
-"""Time the project's own step: this repository's benchmark.py for omniglot_5w1s, one order; print one JSON line.
+"""Time the project's own step: this repository's tools/benchmark.py for omniglot_5w1s, one order; print one JSON line.
 
-    python run_ours.py --order second|first --steps 10 --warmup 3 [--repo DIR] [--python PYTHON]
+    python tools/implementations/run_ours.py --order second|first --steps 10 --warmup 3 [--repo DIR] [--python PYTHON]
 
-Runs `python benchmark.py --configs omniglot_5w1s --eval_configs none --orders ORDER --steps S --warmup W`
+Runs `python tools/benchmark.py --configs omniglot_5w1s --eval_configs none --orders ORDER --steps S --warmup W`
 with cwd = the repository (benchmark.py starts its own worker subprocess, which inherits this
 process's CPU affinity), and parses the "s/iter" column of its omniglot_5w1s row.
 """
@@ -11,8 +11,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # two folders up
+REPO = str(Path(__file__).resolve().parents[2])  # this repository (tools/implementations/ is two folders down)
 
 def parse_rows(text):
     """{order: {'s_iter': float} or {'error': str}} from benchmark.py's training table."""
@@ -41,10 +42,10 @@ def main():
     p.add_argument('--order', choices=('second', 'first'), default='second')
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--warmup', type=int, default=3)
-    p.add_argument('--repo', default=REPO, help='the repository holding benchmark.py (default: %(default)s)')
+    p.add_argument('--repo', default=REPO, help='the repository holding tools/benchmark.py (default: %(default)s)')
     p.add_argument('--python', default=sys.executable, help='the interpreter for benchmark.py (default: this one)')
     args = p.parse_args()
-    cmd = [args.python, os.path.join(args.repo, 'benchmark.py'), '--configs', 'omniglot_5w1s',
+    cmd = [args.python, os.path.join(args.repo, 'tools', 'benchmark.py'), '--configs', 'omniglot_5w1s',
            '--eval_configs', 'none', '--orders', args.order, '--steps', str(args.steps), '--warmup', str(args.warmup)]
     proc = subprocess.run(cmd, cwd=args.repo, capture_output=True, text=True)
     rows = parse_rows(proc.stdout)
