@@ -145,15 +145,15 @@ def check_against_pkl(results, pkl_path):
 
 
 def table(results):
-    """Lines: per step, the means over tasks (accuracies in % with their 95% CI)."""
-    n = results.shape[2]
-    ci = lambda v: 196.0 * v.std(ddof=0) / np.sqrt(n)  # noqa: E731  (as utils.confidence_summary)
+    """Lines: per step, the means over tasks (accuracies in % with their 95% CI, as main.py's test)."""
+    from utils import confidence_summary
+    (support_ce, _, _), (support_acc, _, support_ci), (query_ce, _, _), (query_acc, _, query_ci) = [
+        confidence_summary(values.T) for values in results]
     lines = ['step  support CE  support acc      query CE  query acc']
     for step in range(results.shape[1]):
-        sa, qa = results[1, step], results[3, step]
         lines.append('%4d  %10.4f  %6.2f +- %4.2f  %8.4f  %6.2f +- %4.2f'
-                     % (step, results[0, step].mean(), 100 * sa.mean(), ci(sa),
-                        results[2, step].mean(), 100 * qa.mean(), ci(qa)))
+                     % (step, support_ce[step], 100 * support_acc[step], 100 * support_ci[step],
+                        query_ce[step], 100 * query_acc[step], 100 * query_ci[step]))
     return lines
 
 
