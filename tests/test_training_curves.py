@@ -1,5 +1,4 @@
 """tools/training_curves.py: block means of a run's TensorBoard scalars, read back from real events files."""
-import numpy as np
 import pytest
 
 import training_curves as curves
