@@ -28,7 +28,7 @@ def run(tmp_path_factory):
     for extra in ([], ['--train=False', '--test_set=True']):
         proc = run_main(*flags, *extra, cwd=tmp_path_factory.getbasetemp())
         assert proc.returncode == 0, describe(proc)
-    pkl = reproduce.test_csv_path(flags)[:-len('.csv')] + '.pkl'
+    pkl = reproduce.per_task_path(reproduce.test_csv_path(flags))
     with open(pkl, 'rb') as f:
         recorded = pickle.load(f)['mses']
     return data, logdir, recorded

@@ -174,7 +174,7 @@ def main(argv=None):
         all_results[update_lr] = results
         print('\nupdate_lr %g at test (trained with %g):' % (update_lr, trained_lr))
         print('\n'.join(table(results)))
-        pkl = os.path.join(exp_dir, reproduce.csv_name(list(experiment.flags))[:-len('.csv')] + '.pkl')
+        pkl = reproduce.per_task_path(os.path.join(exp_dir, reproduce.csv_name(list(experiment.flags))))
         if update_lr == trained_lr and args.split == 'test' and args.test_iter <= 0 and os.path.exists(pkl):
             print('query accuracy of steps 1..%d against main.py\'s test (%s): largest difference over '
                   'tasks %.4f' % (min(args.steps, 10), os.path.basename(pkl), check_against_pkl(results, pkl)))
