@@ -16,8 +16,11 @@ import collections
 import glob
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # utils, for its quiet TensorFlow import
 
 
 def parse_args(argv):
@@ -44,7 +47,7 @@ def event_files(run):
 
 def read_scalars(files):
     """{tag: {iteration: value}}; a later file's value wins (a resumed run rewrites an iteration)."""
-    import tensorflow as tf
+    from utils import tf  # TensorFlow with its start-up notices filtered, as main.py imports it
     scalars = collections.defaultdict(dict)
     for path in files:
         for record in tf.data.TFRecordDataset(path):
