@@ -289,25 +289,27 @@ class Trainer:
         prelosses, postlosses = [], []
         itr = start_itr - 1
         try:
-            for itr in range(start_itr, total_itr):
-                out, report = self.step(itr)
-                if report:
-                    pre, post = (float(v) for v in self.pre_post(out))
-                    check_finite(out, itr)
-                    prelosses.append(pre)
-                    postlosses.append(post)
-                    self.write_summaries(out, itr, 'metatrain_')
-                if itr != 0 and itr % self.print_interval == 0:
-                    label = ('Pretrain Iteration %d' % itr if itr < FLAGS.pretrain_iterations
-                             else 'Iteration %d' % (itr - FLAGS.pretrain_iterations))
-                    print('%s: %s, %s' % (label, np.mean(prelosses), np.mean(postlosses)), flush=True)
-                    if self.chief:
-                        print(progress.line(itr), file=sys.stderr, flush=True)
-                    prelosses, postlosses = [], []
-                if itr != 0 and itr % SAVE_INTERVAL == 0:
-                    self.ckpt.save(itr)
-                if (itr != 0 and itr % self.val_interval == 0 and FLAGS.datasource != 'sinusoid'):
-                    self.validate(itr)
+            with StopBetweenIterations() as stop:
+                for itr in range(start_itr, total_itr):
+                    out, report = self.step(itr)
+                    if report:
+                        pre, post = (float(v) for v in self.pre_post(out))
+                        check_finite(out, itr)
+                        prelosses.append(pre)
+                        postlosses.append(post)
+                        self.write_summaries(out, itr, 'metatrain_')
+                    if itr != 0 and itr % self.print_interval == 0:
+                        label = ('Pretrain Iteration %d' % itr if itr < FLAGS.pretrain_iterations
+                                 else 'Iteration %d' % (itr - FLAGS.pretrain_iterations))
+                        print('%s: %s, %s' % (label, np.mean(prelosses), np.mean(postlosses)), flush=True)
+                        if self.chief:
+                            print(progress.line(itr), file=sys.stderr, flush=True)
+                        prelosses, postlosses = [], []
+                    if itr != 0 and itr % SAVE_INTERVAL == 0:
+                        self.ckpt.save(itr)
+                    if (itr != 0 and itr % self.val_interval == 0 and FLAGS.datasource != 'sinusoid'):
+                        self.validate(itr)
+                    stop.check()
         except KeyboardInterrupt:
             if itr >= start_itr:
                 path = self.ckpt.save(itr)
@@ -331,6 +333,37 @@ class Trainer:
         import tensorflow as tf
         return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
                 tf.errors.AbortedError)
+
+
+class StopBetweenIterations:
+    """Ctrl-C and kill -TERM during training, acted on when the iteration in progress is done.
+
+    Raised at once, KeyboardInterrupt can land while TensorFlow calls back into Python (in a save's
+    variable assignment, seen in CI), and TensorFlow then aborts the process: status -6, nothing
+    saved. So the first signal is only recorded, and check() raises it between iterations; a
+    second signal interrupts at once, the way out of a step that never ends.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = {sig: signal.signal(sig, self.record) for sig in self.SIGNALS}
+        return self
+
+    def record(self, signum, frame):
+        self.requested = True
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.default_int_handler)
+
+    def check(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 class WorkerLost(Exception):

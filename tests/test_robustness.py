@@ -9,6 +9,7 @@ import random
 import re
 import signal
 import time
+import types
 
 import pytest
 
@@ -220,6 +221,73 @@ def test_interrupt_saves_a_checkpoint_before_exiting(sig, background, tmp_path):
     exp_dir = logdir / SINUSOID_EXP
     assert (exp_dir / ('model-%d.index' % itr)).exists()
     assert checkpoint_listed(exp_dir) == 'model-%d' % itr
+
+
+class SignalledRun:
+    """Model, checkpoints and step for main.Trainer whose step or save of one iteration receives
+    signals while it runs, as kill -TERM or Ctrl-C can land anywhere; records what finished."""
+
+    classification = False
+    strategy = None
+
+    def __init__(self, sig, where, at, count=1):
+        self.sig, self.where, self.at, self.count = sig, where, at, count
+        self.stepped, self.saved = [], []
+
+    def receive(self, kind, itr):
+        if (kind, itr) == (self.where, self.at) and self.count:
+            count, self.count = self.count, 0  # once: the last save may be of the same iteration
+            for _ in range(count):
+                os.kill(os.getpid(), self.sig)  # Python runs its handler before the next line
+
+    def step(self, itr):
+        self.receive('step', itr)
+        self.stepped.append(itr)
+        return {'total_loss1': 1.0, 'total_losses2': [0.5]}, True
+
+    def save(self, itr):
+        self.receive('save', itr)
+        self.saved.append(itr)
+        return 'model-%d' % itr
+
+
+def train_signalled(run, monkeypatch, start_itr=995, total_itr=1010):
+    """main.Trainer.run over the fakes, with the handler main.run() installs; its exit status."""
+    import main
+    monkeypatch.setattr(main, 'FLAGS', types.SimpleNamespace(datasource='sinusoid', pretrain_iterations=0,
+                                                             num_updates=1))
+    trainer = main.Trainer(run, None, run, writer=None)
+    trainer.step = run.step
+    previous = signal.signal(run.sig, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            trainer.run(start_itr, total_itr)
+    except KeyboardInterrupt:  # would end the whole pytest session
+        pytest.fail('KeyboardInterrupt escaped main.Trainer.run')
+    finally:
+        signal.signal(run.sig, previous)
+    return exit_.value.code
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize('where, at', [('step', 997), ('save', 1000)])
+def test_a_signal_stops_training_between_iterations_never_inside_a_step_or_save(sig, where, at, monkeypatch,
+                                                                               capsys):
+    """A KeyboardInterrupt raised inside TensorFlow while it calls back into Python aborts the
+    process (SIGABRT, nothing saved: seen in CI when a kill -TERM met the save of iteration 1000).
+    So the iteration in progress and its save finish; then main.py saves and exits 130."""
+    run = SignalledRun(sig, where, at)
+    assert train_signalled(run, monkeypatch) == 130
+    assert run.stepped == list(range(995, at + 1))
+    assert run.saved == ([1000] if at >= 1000 else []) + [at]  # the periodic save finished, then the last
+    assert 'Interrupted after iteration %d; saved model-%d.' % (at, at) in capsys.readouterr().out
+
+
+def test_a_second_signal_interrupts_the_step_at_once(monkeypatch):
+    """The way out of a step that never ends (a hung all-reduce, say)."""
+    run = SignalledRun(signal.SIGTERM, 'step', 997, count=2)
+    assert train_signalled(run, monkeypatch) == 130
+    assert run.stepped == [995, 996]  # 997 was cut short
 
 
 def test_sigkill_and_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
