@@ -289,7 +289,7 @@ class Trainer:
         prelosses, postlosses = [], []
         itr = start_itr - 1
         try:
-            with StopBetweenIterations() as stop:
+            with DeferredInterrupt() as stop:
                 for itr in range(start_itr, total_itr):
                     out, report = self.step(itr)
                     if report:
@@ -335,12 +335,12 @@ class Trainer:
                 tf.errors.AbortedError)
 
 
-class StopBetweenIterations:
-    """Ctrl-C and kill -TERM during training, acted on when the iteration in progress is done.
+class DeferredInterrupt:
+    """Ctrl-C and kill -TERM acted on between units of work: training iterations, test batches.
 
     Raised at once, KeyboardInterrupt can land while TensorFlow calls back into Python (in a save's
     variable assignment, seen in CI), and TensorFlow then aborts the process: status -6, nothing
-    saved. So the first signal is only recorded, and check() raises it between iterations; a
+    saved. So the first signal is only recorded, and check() raises it when the loop calls it; a
     second signal interrupts at once, the way out of a step that never ends.
     """
 
@@ -621,7 +621,7 @@ def score_test_tasks(model, data_generator, per_batch, min_tasks=1, parts=1):
 
     starts = range(0, NUM_TEST_POINTS, per_batch)
     rows = []
-    with concurrent.futures.ThreadPoolExecutor(1) as drawer:
+    with concurrent.futures.ThreadPoolExecutor(1) as drawer, DeferredInterrupt() as stop:
         upcoming = drawer.submit(draw, starts[0])
         for n, start in enumerate(starts):
             indices, batch = upcoming.result()
@@ -631,6 +631,7 @@ def score_test_tasks(model, data_generator, per_batch, min_tasks=1, parts=1):
             rows.append(scores[key].numpy().astype(np.float64)[:len(indices)])
             for done in range(100 * (start // 100 + 1), indices.stop + 1, 100):
                 print('Tested %d/%d tasks' % (done, NUM_TEST_POINTS), file=sys.stderr, flush=True)
+            stop.check()
     return np.concatenate(rows)
 
 

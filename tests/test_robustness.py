@@ -4,6 +4,7 @@ Each bad input must stop the run before any work with exit status 2 and a
 message naming the flag or the file; training faults must keep the last good
 checkpoint; a run killed at any moment resumes to the same numbers.
 """
+import contextlib
 import os
 import random
 import re
@@ -11,6 +12,7 @@ import signal
 import time
 import types
 
+import numpy as np
 import pytest
 
 from runner import LineReader, describe, iteration_lines, run_main, start_main
@@ -224,15 +226,16 @@ def test_interrupt_saves_a_checkpoint_before_exiting(sig, background, tmp_path):
 
 
 class SignalledRun:
-    """Model, checkpoints and step for main.Trainer whose step or save of one iteration receives
-    signals while it runs, as kill -TERM or Ctrl-C can land anywhere; records what finished."""
+    """Model, checkpoints, step and test data for main.py whose step, save or test batch at one
+    iteration or task receives signals while it runs, as kill -TERM or Ctrl-C can land anywhere;
+    records what finished."""
 
     classification = False
     strategy = None
 
     def __init__(self, sig, where, at, count=1):
         self.sig, self.where, self.at, self.count = sig, where, at, count
-        self.stepped, self.saved = [], []
+        self.stepped, self.saved, self.tested = [], [], []
 
     def receive(self, kind, itr):
         if (kind, itr) == (self.where, self.at) and self.count:
@@ -250,22 +253,38 @@ class SignalledRun:
         self.saved.append(itr)
         return 'model-%d' % itr
 
+    def make_batches(self, train, indices, update_batch_size):
+        return list(indices)
+
+    def evaluate_tasks(self, batch, num_updates, parts):
+        self.receive('test', batch[0])
+        self.tested.append(batch[0])
+        return {'losses': types.SimpleNamespace(numpy=lambda: np.zeros((len(batch), num_updates + 1)))}
+
+
+@contextlib.contextmanager
+def handler_of_main_run(sig):
+    """The handler main.run() installs, for the test's duration."""
+    previous = signal.signal(sig, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(sig, previous)
+
 
 def train_signalled(run, monkeypatch, start_itr=995, total_itr=1010):
-    """main.Trainer.run over the fakes, with the handler main.run() installs; its exit status."""
+    """main.Trainer.run over the fakes; its exit status."""
     import main
     monkeypatch.setattr(main, 'FLAGS', types.SimpleNamespace(datasource='sinusoid', pretrain_iterations=0,
                                                              num_updates=1))
     trainer = main.Trainer(run, None, run, writer=None)
     trainer.step = run.step
-    previous = signal.signal(run.sig, signal.default_int_handler)
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            trainer.run(start_itr, total_itr)
-    except KeyboardInterrupt:  # would end the whole pytest session
-        pytest.fail('KeyboardInterrupt escaped main.Trainer.run')
-    finally:
-        signal.signal(run.sig, previous)
+    with handler_of_main_run(run.sig):
+        try:
+            with pytest.raises(SystemExit) as exit_:
+                trainer.run(start_itr, total_itr)
+        except KeyboardInterrupt:  # would end the whole pytest session
+            pytest.fail('KeyboardInterrupt escaped main.Trainer.run')
     return exit_.value.code
 
 
@@ -288,6 +307,17 @@ def test_a_second_signal_interrupts_the_step_at_once(monkeypatch):
     run = SignalledRun(signal.SIGTERM, 'step', 997, count=2)
     assert train_signalled(run, monkeypatch) == 130
     assert run.stepped == [995, 996]  # 997 was cut short
+
+
+def test_a_signal_while_testing_stops_after_the_batch_of_tasks_in_progress(monkeypatch):
+    """Testing writes nothing before its end; the signal ends it between batches, so main.run()
+    can say so, rather than in an abort."""
+    import main
+    monkeypatch.setattr(main, 'FLAGS', types.SimpleNamespace(update_batch_size=1))
+    run = SignalledRun(signal.SIGTERM, 'test', 200)
+    with handler_of_main_run(run.sig), pytest.raises(KeyboardInterrupt):
+        main.score_test_tasks(run, run, per_batch=100)
+    assert run.tested == [0, 100, 200]
 
 
 def test_sigkill_and_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
