@@ -86,6 +86,16 @@ def test_past_600_tasks_it_goes_on_to_new_tasks_and_compare_pairs_the_tasks_both
     assert [line.split()[1:] for line in paired[2:13]] == [['+0.00', '+-', '0.00']] * 11
 
 
+def test_the_train_split_gives_tasks_of_the_training_classes(run, saved, tmp_path):
+    proc = run_tool(run, '--split', 'train', '--tasks', '20', '--save', str(tmp_path / 'train.npz'))
+    assert 'train split, 20 tasks' in proc.stdout
+    train = np.load(tmp_path / 'train.npz')['0.4']
+    test = np.load(saved[1])['0.4'][:, :, :20]
+    assert train.shape == test.shape
+    # other images than the test tasks': other support cross-entropies before any step
+    assert not np.allclose(train[0, 0], test[0, 0])
+
+
 def test_paired_table_gives_the_mean_difference_and_its_paired_ci():
     rng = np.random.default_rng(0)
     other = rng.uniform(size=(4, 2, 400))

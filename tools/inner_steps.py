@@ -51,7 +51,9 @@ def parse_args(argv):
     parser.add_argument('--steps', type=int, default=10)
     parser.add_argument('--tasks', type=int, default=TEST_TASKS,
                         help='the first this many test tasks (main.py tests the first %d)' % TEST_TASKS)
-    parser.add_argument('--split', choices=('test', 'val'), default='test')
+    parser.add_argument('--split', choices=('test', 'val', 'train'), default='test',
+                        help='train: tasks of the meta-training classes, with as many queries per class as '
+                        'test tasks (2K), to compare what a run fits with what it generalises to')
     parser.add_argument('--save', help='also write the per-task results to this .npz: one array '
                         '[support CE, support acc, query CE, query acc] x [steps + 1] x [tasks] per step size, '
                         'named by it (\'0.4\')')
@@ -130,8 +132,10 @@ def step_function(model, steps):
     return tf.function(run, autograph=False)
 
 
-def per_task_results(model, data_generator, function, update_lr, update_batch_size, tasks=TEST_TASKS):
-    """[4, steps + 1, tasks] float64 over main.py's first test tasks (function: step_function's).
+def per_task_results(model, data_generator, function, update_lr, update_batch_size, tasks=TEST_TASKS,
+                     train=False):
+    """[4, steps + 1, tasks] float64 over main.py's first test tasks, or the first training tasks of
+    the same layout (function: step_function's).
 
     Every batch holds TASKS_PER_BATCH tasks, the last one filled up with repeats of its
     last task (dropped from the results), so that the function is traced once.
@@ -141,7 +145,7 @@ def per_task_results(model, data_generator, function, update_lr, update_batch_si
     for start in range(0, tasks, TASKS_PER_BATCH):
         indices = list(range(start, min(start + TASKS_PER_BATCH, tasks)))
         padded = indices + [indices[-1]] * (TASKS_PER_BATCH - len(indices))
-        batch = data_generator.make_batches(train=False, indices=padded, update_batch_size=update_batch_size)
+        batch = data_generator.make_batches(train=train, indices=padded, update_batch_size=update_batch_size)
         inputs = [tf.convert_to_tensor(x, model.dtype) for x in batch] + [tf.constant(update_lr, model.dtype)]
         parts.append(function(*inputs).numpy()[:, :, :len(indices)])
     return np.concatenate(parts, axis=2).astype(np.float64)
@@ -206,7 +210,8 @@ def main(argv=None):
     function = step_function(model, args.steps)
     all_results = {}
     for update_lr in lrs:
-        results = per_task_results(model, data_generator, function, update_lr, k, args.tasks)
+        results = per_task_results(model, data_generator, function, update_lr, k, args.tasks,
+                                   train=args.split == 'train')
         all_results[update_lr] = results
         print('\nupdate_lr %g at test (trained with %g):' % (update_lr, trained_lr))
         print('\n'.join(table(results)))
