@@ -1,5 +1,6 @@
 """What each inner step does to a trained classification run: support and query loss and accuracy
-after 0..10 steps on the 600 test tasks, at the run's own step size and at others.
+after 0..10 steps on main.py's 600 test tasks (or more, or validation or training classes), at the
+run's own step size and at others.
 
 main.py's test records only the query accuracy after each step. When a run's
 accuracy falls after the first step (omniglot-5way-5shot-fc, docs/omniglot-5shot-fc.md),
@@ -52,8 +53,8 @@ def parse_args(argv):
     parser.add_argument('--tasks', type=int, default=TEST_TASKS,
                         help='the first this many test tasks (main.py tests the first %d)' % TEST_TASKS)
     parser.add_argument('--split', choices=('test', 'val', 'train'), default='test',
-                        help='train: tasks of the meta-training classes, with as many queries per class as '
-                        'test tasks (2K), to compare what a run fits with what it generalises to')
+                        help='train: tasks of the meta-training classes in the test tasks\' layout (2K images per '
+                        'class: K support, K queries), to set what a run fits beside what it generalises to')
     parser.add_argument('--save', help='also write the per-task results to this .npz: one array '
                         '[support CE, support acc, query CE, query acc] x [steps + 1] x [tasks] per step size, '
                         'named by it (\'0.4\')')
