@@ -161,10 +161,15 @@ def check_against_pkl(results, pkl_path):
     return float(np.max(np.abs(results[3, 1:steps + 1, :len(recorded)].T - recorded[:, 1:steps + 1])))
 
 
+def lr_key(update_lr):
+    """The name of update_lr's results in a --save .npz: --save writes it, --compare reads it."""
+    return '%g' % update_lr
+
+
 def load_compared(path, update_lr, steps):
     """The [4, steps + 1, tasks] results of update_lr in a --save .npz, with the same steps."""
     saved = np.load(path)
-    key = '%g' % update_lr
+    key = lr_key(update_lr)
     if key not in saved:
         sys.exit('Error: %s has no results at update_lr %s (it has %s)' % (path, key, ', '.join(saved.files)))
     other = saved[key]
@@ -224,7 +229,7 @@ def main(argv=None):
             print('\npaired against %s (this run minus that one, in points):' % args.compare)
             print('\n'.join(paired_table(results, load_compared(args.compare, update_lr, args.steps))))
     if args.save:
-        np.savez(args.save, **{'%g' % lr: results for lr, results in all_results.items()})
+        np.savez(args.save, **{lr_key(lr): results for lr, results in all_results.items()})
     return all_results
 
 
