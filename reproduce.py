@@ -852,6 +852,16 @@ def training_iterations(experiment, models=MODELS):
     return None if done is None else '%d/%d' % (done, experiment.iterations)
 
 
+def table_verdict(row):
+    """A check.txt row's verdict, with "so far" when its model was tested before the paper's count of
+    iterations (a campaign run still training): such a verdict may yet change."""
+    verdict_ = row.get('verdict', '-')
+    done, _, total = row.get('iterations', '').partition('/')
+    if verdict_ in (REPRODUCED, BELOW) and done.isdigit() and total.isdigit() and int(done) < int(total):
+        return verdict_ + ' so far'
+    return verdict_
+
+
 def results_table_rows(models=MODELS):
     rows = []
     for experiment in paper.EXPERIMENTS:
@@ -862,7 +872,7 @@ def results_table_rows(models=MODELS):
             rows.append({'experiment': experiment.name, 'step': str(step),
                          'paper': fmt_figure(*(published or (None, None)), experiment.metric),
                          'ours': row.get('ours', '-'), 'iterations': row.get('iterations', training or '-'),
-                         'verdict': row.get('verdict', '-'),
+                         'verdict': table_verdict(row),
                          'model in models/': 'yes' if check else 'training, not tested' if training else 'no'})
     return rows
 

@@ -523,7 +523,7 @@ def test_results_table_reads_each_released_check_txt(tmp_path):
         'iterations': '60000/60000', 'verdict': 'reproduced', 'model in models/': 'yes'}
     assert rows['omniglot-20way-1shot'] == {
         'experiment': 'omniglot-20way-1shot', 'step': '5', 'paper': '95.80 +- 0.30', 'ours': '90.00 +- 0.40',
-        'iterations': '20000/60000', 'verdict': 'below', 'model in models/': 'yes'}
+        'iterations': '20000/60000', 'verdict': 'below so far', 'model in models/': 'yes'}
     assert rows['omniglot-5way-5shot'] == {
         'experiment': 'omniglot-5way-5shot', 'step': '3', 'paper': '99.90 +- 0.10', 'ours': '-',
         'iterations': '-', 'verdict': '-', 'model in models/': 'no'}
