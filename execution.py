@@ -116,7 +116,7 @@ class Execution:
         The groups share no op, so TensorFlow's executor runs them at once, one
         per core: on small test tasks that uses two cores better than both
         cores working on each op (main.py's test,
-        docs/performance-log-2026-12-02-evening.md). Each group is one call of
+        docs/log/performance-log-2026-12-02-evening.md). Each group is one call of
         the same traced function.
         """
         if self.strategy is not None:

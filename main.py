@@ -77,7 +77,7 @@ SAVE_INTERVAL = 1000
 NUM_TEST_POINTS = 600
 TEST_NUM_UPDATES = 10
 # Test tasks evaluated at once on each core by default (--test_tasks_per_batch=0), the fastest
-# measured (docs/performance-log-2026-12-02-morning.md, "Task-batched test"; CPU seconds for 600 tasks on one core):
+# measured (docs/log/performance-log-2026-12-02-morning.md, "Task-batched test"; CPU seconds for 600 tasks on one core):
 # sinusoid all 600 (18x faster than one at a time: one small graph run instead of 600);
 # Omniglot 10 (1.18x against one task on TensorFlow's own kernels; 25 and 50 about as fast,
 # 100 and 600 slower, 600 holds 2.6 GB); miniImagenet 1, one at a time, because its grouped
@@ -583,7 +583,7 @@ def test_parts():
 
     With one group per core and one thread per op (use_cores_for_test), two
     cores ran an Omniglot test batch 1.35-1.5x faster than with both cores
-    on every op of one group (docs/performance-log-2026-12-02-evening.md, "The test on two cores").
+    on every op of one group (docs/log/performance-log-2026-12-02-evening.md, "The test on two cores").
     """
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
@@ -658,8 +658,8 @@ def choose_cpu_kernels(datasource, train):
     kernels for the sinusoid's small fully connected net (1.1x faster second
     order, 1.7x first order; its test is under a second either way). An
     explicit TF_ENABLE_ONEDNN_OPTS wins. Only before TensorFlow's first
-    import. The measurements: docs/performance-log-2026-11.md ("What made it faster")
-    and docs/performance-log-2026-12-02-morning.md ("Task-batched test").
+    import. The measurements: docs/log/performance-log-2026-11.md ("What made it faster")
+    and docs/log/performance-log-2026-12-02-morning.md ("Task-batched test").
     """
     del train  # the same choice for training and test since the test is task-batched
     if datasource == 'sinusoid':

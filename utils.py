@@ -124,7 +124,7 @@ def fused_batch_norm(x, beta):
     which also catches tf.nn.moments' inexact one). It still serves only
     passes that nothing differentiates twice: the support passes of
     second-order MAML keep the formula, since the kernel measured no faster
-    there (docs/performance-log-2026-12-02-morning.md, "Fused batch norm and the second derivative").
+    there (docs/log/performance-log-2026-12-02-morning.md, "Fused batch norm and the second derivative").
     """
     empty = tf.zeros([0], x.dtype)
     return tf.raw_ops.FusedBatchNormV3(x=x, scale=tf.ones_like(beta), offset=beta, mean=empty, variance=empty,

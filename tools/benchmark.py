@@ -59,7 +59,7 @@ every FLOP ran at that rate and the elementwise work were free.
 Reference figures are those of the reference implementation (TF1 code under
 TF 2.21 compat mode) with 2 cores, as the performance issue reports them
 (2026-12-01, on an earlier machine than that of the afternoon run of
-2026-12-02 in docs/performance-log-2026-12-02-afternoon.md); "speedup" is
+2026-12-02 in docs/log/performance-log-2026-12-02-afternoon.md); "speedup" is
 reference time / our time (a range when the reference's is a range). If this
 benchmark runs on fewer cores than the reference figures (taskset), the
 speedups are understated. To time the reference beside this code in one run,
