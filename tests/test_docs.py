@@ -137,3 +137,10 @@ def test_docs_index_names_every_user_doc():
                if p != index and p not in named]
     assert missing == [], 'docs/README.md does not link to: %s' % missing
     assert any(p == log or log in p.parents for p in named), 'docs/README.md does not link to docs/log/'
+
+
+def test_log_index_names_every_dated_record():
+    index = REPO / 'docs' / 'log' / 'README.md'
+    named = {(index.parent / target.partition('#')[0]).resolve() for _, target in links(index.read_text())}
+    missing = [str(p.relative_to(REPO)) for p in sorted(index.parent.glob('*.md')) if p != index and p not in named]
+    assert missing == [], 'docs/log/README.md does not link to: %s' % missing
