@@ -16,14 +16,15 @@ writes (<logdir>/<exp_string>/test_ubs{K}_stepsize{alpha}.csv) and prints
     experiment | step | iterations | published | ours | difference | verdict
 
 with the mean +- 95% confidence interval; accuracies in percent, sinusoid
-figures as mean squared error. Verdict (verdict()): "undetermined" when our
-mean or its interval is not a finite number, or when our interval's
-half-width is larger than the published figure itself (an interval that wide
-would overlap the published one for a model twice as bad, or perfect: it
-decides nothing); otherwise "reproduced" when our confidence interval
-overlaps the published one (touching counts) or our figure is better
-(accuracy higher, MSE lower), "below" when it does not; "n/a" where the paper
-gives no figure. A line under the table says why a row is undetermined. The
+figures as mean squared error. Verdict (verdict()): "below" when our whole
+confidence interval is worse than the published one, however wide;
+"undetermined" when our mean or its interval is not a finite number, or when
+our interval reaches both better than the published figure and worse than it
+by more than the figure itself (an MSE interval from below the figure to above
+twice it, an accuracy one from above it to below 0 %: it decides nothing);
+otherwise "reproduced": the intervals overlap (touching counts) or our figure
+is better (accuracy higher, MSE lower); "n/a" where the paper gives no
+figure. A line under the table says why a row is undetermined. The
 iterations column holds the iterations the tested checkpoint was trained for
 against the paper's count, so a shortened run is visible in the table.
 
@@ -310,29 +311,41 @@ def trained_iterations(exp_dir):
     return max(found) + 1 if found else None
 
 
-def undetermined_because(published_mean, mean, ci):
+def undetermined_because(published_mean, mean, ci, higher_is_better=True):
     """Why our figure cannot decide against the published one (None: it can).
 
     The rule: our mean or its 95% CI is not finite (tasks whose error overflowed),
-    or the CI's half-width is larger than the published figure itself. Then the
-    interval reaches from below zero error (or 0 %) to beyond twice the published
-    figure: it overlaps the published figure whatever the model is worth.
+    or our interval reaches both better than the published figure and worse than
+    it by more than the figure itself: for an MSE, below the figure and above twice
+    it; for an accuracy (in points), above the figure and below 0 %. Such an interval
+    fits a model better than the paper's as well as one far worse: it decides nothing.
+    An interval worse than the published one all the way is below, however wide.
     """
     if not (math.isfinite(mean) and math.isfinite(ci)):
         return 'our mean or its 95%% CI is not finite (%s +- %s)' % (mean, ci)
-    if ci > abs(published_mean):
-        return 'our 95%% CI (+- %s) is wider than the published figure itself (%s)' % (
-            fmt_number(ci), fmt_number(published_mean))
+    low, high = mean - ci, mean + ci
+    if higher_is_better:  # an accuracy: the published figure less itself is 0 %
+        far_worse = 0.0
+        wide = high > published_mean and low < far_worse
+    else:  # an MSE: the published figure plus itself
+        far_worse = 2 * published_mean
+        wide = low < published_mean and high > far_worse
+    if wide:
+        return ('our 95%% CI (%s to %s) reaches both better than the published figure (%s) and worse than '
+                'it by more than the figure itself (beyond %s)' % (
+                    fmt_number(low), fmt_number(high), fmt_number(published_mean), fmt_number(far_worse)))
     return None
 
 
 def verdict(published_mean, published_ci, mean, ci, higher_is_better=True):
-    """n/a: no published figure; undetermined: our interval too wide to decide
-    (undetermined_because); reproduced: the 95% intervals overlap (touching counts),
-    or ours is better; below: otherwise."""
+    """n/a: no published figure; undetermined: our interval is not finite, or
+    reaches from better than the paper to far worse (undetermined_because);
+    reproduced: the 95% intervals overlap (touching counts), or ours is better;
+    below: our whole interval is worse than the published one, however wide
+    (an undetermined interval reaches better than the paper: never below)."""
     if published_mean is None:
         return NO_FIGURE
-    if undetermined_because(published_mean, mean, ci):
+    if undetermined_because(published_mean, mean, ci, higher_is_better):
         return UNDETERMINED
     published_ci = published_ci or 0.0
     if higher_is_better:
@@ -420,9 +433,9 @@ def robust_cells(figures, step):
             ROBUST_COLUMNS[1]: '%s (%d/%d)' % ('-' if mean_kept is None else fmt_number(mean_kept), kept, tasks)}
 
 
-def why_undetermined(row, figures):
+def why_undetermined(row, figures, higher_is_better):
     """The line under the table that says why a row is undetermined."""
-    reason = undetermined_because(row['published_mean'], row['mean'], row['ci'])
+    reason = undetermined_because(row['published_mean'], row['mean'], row['ci'], higher_is_better)
     step = int(row['step'])
     text = '%s step %s undetermined: %s' % (row['experiment'], row['step'], reason)
     if figures and step in figures:
@@ -463,7 +476,7 @@ def result_rows(experiment, csv_path, iterations=None, label=None):
         if figures is not None:
             rows[-1].update(robust_cells(figures, step))
         if rows[-1]['verdict'] == UNDETERMINED:
-            rows[-1]['why'] = why_undetermined(rows[-1], figures)
+            rows[-1]['why'] = why_undetermined(rows[-1], figures, experiment.higher_is_better)
     return rows
 
 
@@ -483,8 +496,9 @@ def format_table(rows, columns=COLUMNS, fmt='text'):
 
 
 LEGEND = ('verdict: reproduced = our 95% CI overlaps the published one, or our figure is better '
-          '(accuracy higher, MSE lower); below = worse than that; undetermined = our mean or CI is not '
-          'finite, or our CI is wider than the published figure itself (too wide to decide); '
+          '(accuracy higher, MSE lower); below = our whole 95% CI is worse than the published one, however '
+          'wide; undetermined = our mean or CI is not finite, or our CI reaches both better than the published '
+          'figure and worse than it by more than the figure itself (MSE above twice it, accuracy below 0 %); '
           'n/a = no published figure.')
 ROBUST_LEGEND = ('median: over all test tasks; mean of tasks never > 10: over the tasks whose MSE stays at '
                  'most 10 at every step 0..10 (their count), as sinusoid_study.py defines them.')

@@ -194,20 +194,51 @@ def test_verdict_at_the_boundary_intervals_exactly_touching():
     assert reproduce.verdict(0.25, None, 0.375, 0.125, higher_is_better=False) == 'reproduced'   # no published CI
 
 
-def test_verdict_undetermined_when_our_interval_is_wider_than_the_published_figure():
-    """The rule: our 95% CI half-width larger than the published figure itself, or a mean or CI that
-    is not finite, decides nothing. Exactly as wide as the figure still decides."""
-    assert reproduce.verdict(0.35, None, 18398.723, 36030.479, higher_is_better=False) == 'undetermined'
-    assert reproduce.verdict(0.35, None, 0.5, 0.35, higher_is_better=False) == 'reproduced'   # 0.15 <= 0.35
-    assert reproduce.verdict(0.35, None, 0.8, 0.35, higher_is_better=False) == 'below'        # 0.45 > 0.35
-    assert reproduce.verdict(0.35, None, 0.5, math.nextafter(0.35, 1), higher_is_better=False) == 'undetermined'
+def test_verdict_below_when_our_whole_interval_is_worse_however_wide():
+    """Issue 39: a 3,000-iteration sinusoid run, about ten times the paper's MSE (0.67, 0.38, 0.35) with
+    its whole interval above it, is below at every step, though at steps 5 and 10 its CI is wider than
+    the published figure."""
+    assert reproduce.verdict(0.67, None, 3.560, 0.310, higher_is_better=False) == 'below'
+    assert reproduce.verdict(0.38, None, 3.916, 0.404, higher_is_better=False) == 'below'
+    assert reproduce.verdict(0.35, None, 4.522, 0.586, higher_is_better=False) == 'below'
+    assert reproduce.undetermined_because(0.35, 4.522, 0.586, higher_is_better=False) is None
+    # however wide: from 1.0 to 1e6 is worse than 0.35 all the way
+    assert reproduce.verdict(0.35, None, 5e5 + 0.5, 5e5 - 0.5, higher_is_better=False) == 'below'
+
+
+def test_verdict_undetermined_when_our_interval_reaches_better_than_the_paper_and_twice_as_bad():
+    """An MSE is undetermined when its interval reaches below the published figure and above twice it,
+    or is not finite; reaching exactly twice it, or exactly the figure, still decides."""
+    for mean, ci in ((18396.669, 36026.458), (18398.723, 36030.479)):   # sinusoid-5shot step 10
+        assert reproduce.verdict(0.35, None, mean, ci, higher_is_better=False) == 'undetermined'
+    assert reproduce.verdict(0.38, None, 0.5, 0.3, higher_is_better=False) == 'undetermined'   # 0.2 to 0.8
+    assert reproduce.verdict(0.25, None, 0.375, 0.125, higher_is_better=False) == 'reproduced'  # 0.25 to 0.5
+    wider = 0.125 + 2 ** -50   # a hair below 0.25 and above 0.5, both ends exact in binary
+    assert 0.375 - wider < 0.25 and 0.375 + wider > 0.5
+    assert reproduce.verdict(0.25, None, 0.375, wider, higher_is_better=False) == 'undetermined'
+    assert reproduce.verdict(0.25, None, 0.5, 0.25, higher_is_better=False) == 'reproduced'     # 0.25 to 0.75
     for mean, ci in ((float('nan'), float('nan')), (float('inf'), 1.0), (0.5, float('inf'))):
         assert reproduce.verdict(0.35, None, mean, ci, higher_is_better=False) == 'undetermined'
-    assert reproduce.verdict(48.7, 1.84, 47.0, 49.0) == 'undetermined'
-    assert reproduce.verdict(48.7, 1.84, 47.0, 1.85) == 'reproduced'
     assert reproduce.verdict(None, None, float('nan'), float('nan')) == 'n/a'
-    assert 'wider than the published figure itself (0.350)' in reproduce.undetermined_because(0.35, 1e4, 3e4)
-    assert reproduce.undetermined_because(0.35, 0.5, 0.2) is None
+    reason = reproduce.undetermined_because(0.35, 18396.669, 36026.458, higher_is_better=False)
+    assert reason == ('our 95% CI (-17629.789 to 54423.127) reaches both better than the published figure '
+                      '(0.350) and worse than it by more than the figure itself (beyond 0.700)')
+    assert 'not finite (nan +- nan)' in reproduce.undetermined_because(0.35, float('nan'), float('nan'), False)
+    assert reproduce.undetermined_because(0.38, 0.691, 0.195, higher_is_better=False) is None
+
+
+def test_verdict_of_accuracies_in_percentage_points():
+    """For an accuracy the same rule in points: undetermined when our interval reaches above the
+    published figure and below it by more than the figure itself, i.e. below 0 %."""
+    assert reproduce.verdict(95.8, 0.3, 82.13, 0.66) == 'below'            # omniglot-20way-1shot
+    assert reproduce.verdict(99.9, 0.1, 99.19, 0.16) == 'below'            # omniglot-5way-5shot
+    assert reproduce.verdict(48.07, 1.75, 45.93, 1.81) == 'reproduced'     # miniimagenet-5way-1shot-fo
+    assert reproduce.verdict(48.7, 1.84, 30.0, 35.0) == 'undetermined'    # -5 to 65
+    assert reproduce.verdict(48.7, 1.84, 47.0, 49.0) == 'undetermined'    # -2 to 96
+    assert reproduce.verdict(48.7, 1.84, 60.0, 50.0) == 'reproduced'      # 10 to 110: never below 0
+    assert reproduce.verdict(48.7, 1.84, 20.0, 26.0) == 'below'           # -6 to 46, below 46.86
+    assert reproduce.verdict(48.7, 1.84, float('nan'), 1.0) == 'undetermined'
+    assert 'beyond 0.000' in reproduce.undetermined_because(48.7, 30.0, 35.0)
 
 
 def sinusoid_run(tmp_path, mses, name='sinusoid-5shot'):
@@ -249,7 +280,7 @@ def test_divergent_tasks_make_the_mean_undetermined_and_the_robust_figures_are_s
     assert rows[0]['verdict'] != 'undetermined' and rows[1]['verdict'] != 'undetermined'
     why = [line for line in text.splitlines() if line.startswith('sinusoid-5shot step 10 undetermined: ')]
     assert len(why) == 1
-    assert 'wider than the published figure itself (0.350)' in why[0]
+    assert 'reaches both better than the published figure (0.350) and worse than it by more than' in why[0]
     assert '2 of 600 test tasks diverged' in why[0]
     assert 'the median is %.3f, the mean of the 598 tasks never above 10 is %.3f' % (
         np.median(mses[:, 10]), kept[:, 10].mean()) in why[0]
