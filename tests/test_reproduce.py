@@ -241,6 +241,24 @@ def test_verdict_of_accuracies_in_percentage_points():
     assert 'beyond 0.000' in reproduce.undetermined_because(48.7, 30.0, 35.0)
 
 
+def test_check_of_a_short_sinusoid_run_ten_times_the_paper_says_below_at_every_step(tmp_path):
+    """Issue 39's 3,000-iteration run through --check: the table says below at steps 1, 5 and 10, no line
+    says undetermined, and the exit status is 1."""
+    experiment = paper.get('sinusoid-5shot')
+    flags = reproduce.experiment_flags(experiment, logdir=str(tmp_path / experiment.name))
+    path = reproduce.test_csv_path(flags + ['--train=False'])
+    means, ci95 = [1.0] * 11, [0.1] * 11
+    for step, mean, ci in ((1, 3.560, 0.310), (5, 3.916, 0.404), (10, 4.522, 0.586)):
+        means[step], ci95[step] = mean, ci
+    write_test_csv(path, means, ci95)
+    code, text = check(path, experiment.name)
+    rows = [dict(zip(COLUMNS, r)) for r in table_rows(text)]
+    assert [(r['step'], r['ours'], r['verdict']) for r in rows] == [
+        ('1', '3.560 +- 0.310', 'below'), ('5', '3.916 +- 0.404', 'below'), ('10', '4.522 +- 0.586', 'below')]
+    assert 'undetermined:' not in text
+    assert code == 1
+
+
 def sinusoid_run(tmp_path, mses, name='sinusoid-5shot'):
     """A test CSV and pkl of a sinusoid experiment from per-task MSEs [tasks, 11], as main.write_results
     writes them (mean, std, 95% CI)."""
