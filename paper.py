@@ -11,11 +11,21 @@ First-Order Meta-Learning Algorithms" (arXiv 1803.02999), Table 1. The
 figures are those of ../shared/SPEC.md, "Published figures"; tests check
 that the two agree.
 
+How each figure was obtained (docs/experiments.md, "How the paper obtained each
+figure", gives the rule and quotes the sources): an entry with `evaluates` set
+is an evaluation-only cell. It trains nothing: it tests the trained model of
+the entry it names at another K (main.py --train=False --update_batch_size=K'
+--train_update_batch_size=K), as the authors did for the paper's 5-shot
+Omniglot and K=5 sinusoid figures. Its flags are that entry's, with the K it
+is evaluated at; main.py then finds the trained model's folder (the folder is
+named by the training K) and writes test_ubs{K'}_stepsize{alpha}.csv beside
+that model's own test CSV. Runs trained the other way are kept as variants
+(VARIANT set), compared with the same published figure.
+
 Sinusoid: the paper trains and tests with alpha = 0.01 (its section 5.1);
 the reference README's sinusoid command leaves update_lr at its default
-0.001. The table uses the paper's 0.01, since its figures are the target; the
-reference command with 0.001 is the '-alpha0.001' entry. The pretrained
-baseline is fine-tuned at test time with step 0.01, as in the paper's figure.
+0.001 (the '-alpha0.001' variants). The pretrained baseline is fine-tuned at
+test time with step 0.01, as in the paper's figure.
 """
 import dataclasses
 from typing import Optional, Tuple
@@ -34,6 +44,9 @@ class Experiment:
     source: str = 'MAML paper, Table 1'
     note: str = ''
     first_order: Optional[str] = None            # name of the same experiment with --stop_grad=True
+    evaluates: Optional[str] = None              # an evaluation-only cell: the experiment whose model it tests
+    protocol: str = ''                           # how the paper obtained the figure (trained / evaluated, source)
+    variant: bool = False                        # not the paper's protocol: a run trained another way
 
     @property
     def higher_is_better(self):
@@ -56,6 +69,16 @@ class Experiment:
         return default
 
     @property
+    def trained_k(self):
+        """K of the model's training (main.py's train_update_batch_size, default update_batch_size)."""
+        k = self.flag_value('update_batch_size', '5')
+        return int(self.flag_value('train_update_batch_size', k))
+
+    @property
+    def evaluated_k(self):
+        return int(self.flag_value('update_batch_size', '5'))
+
+    @property
     def iterations(self):
         """Training iterations of the reference command (meta-training, or pretraining for the baselines)."""
         meta = int(self.flag_value('metatrain_iterations', 15000))
@@ -71,65 +94,155 @@ SINE_PRE = SINE + ' --pretrain_iterations=70000 --metatrain_iterations=0'
 O5 = '--datasource=omniglot --metatrain_iterations=60000 --meta_batch_size=32 --update_lr=0.4 --num_updates=1'
 O20 = ('--datasource=omniglot --metatrain_iterations=60000 --meta_batch_size=16 --update_lr=0.1 '
        '--num_updates=5 --num_classes=20')
-MINI = ('--datasource=miniimagenet --metatrain_iterations=60000 --meta_batch_size=4 --update_lr=0.01 '
+# miniImagenet: the paper's appendix A.1, "We used a meta batch-size of 4 and 2 tasks for 1-shot and 5-shot
+# training respectively"; the reference's 5-shot command says 4 (the '-mbs4' variant).
+MINI = ('--datasource=miniimagenet --metatrain_iterations=60000 --meta_batch_size=%d --update_lr=0.01 '
         '--num_updates=5 --num_classes=5 --num_filters=32 --max_pool=True')
 FO = ' --stop_grad=True'
 SINE_MAML_K5 = ((0.67, None), (0.38, None), (0.35, None))  # MSE after 1, 5, 10 steps
+SINE_PRETRAINED_K5 = ((2.41, None), (2.23, None), (2.19, None))
 REPTILE = 'Reptile paper (Nichol et al. 2018), Table 1'
+TABLE1 = 'MAML paper, Table 1'
+
+# The protocols (docs/experiments.md quotes the sources in full).
+# Paper, section 5.1: "When training with MAML, we use one gradient update with K = 10 examples with a fixed
+# step size alpha = 0.01 ... we finetune a single meta-learned model on varying numbers of K examples".
+SINE_PROTOCOL = 'trained K=10, evaluated K=5 (paper, section 5.1)'
+# The paper does not say which K the baseline was pretrained with; the reference's baseline commands use 10.
+PRETRAINED_PROTOCOL = 'pretrained K=10, evaluated K=5 (the reference\'s baseline command; the paper is silent)'
+# The first author, cbfinn/maml issue #3 (2017): "For the omniglot experiments, I trained on 1-shot and
+# evaluated on 5-shot" (--train=False --update_batch_size=5 --train_update_batch_size=1).
+OMNIGLOT_5SHOT_PROTOCOL = 'the 1-shot model, evaluated K=5 (first author, cbfinn/maml issue #3)'
+OMNIGLOT_1SHOT_PROTOCOL = 'trained and evaluated K=1 (the reference\'s command)'
+MINI_PROTOCOL = 'trained and evaluated K=%d, meta-batch %d (paper, appendix A.1)'
+FIRST_ORDER = '; first order: as second order with --stop_grad (no source says otherwise)'
+TRAIN5 = 'trained K=5 and evaluated K=5: not the paper\'s protocol (%s)'
 
 
-def _classification(name, description, base, k, step, published, fo_published, fo_source=REPTILE, extra=''):
+def _classification(name, description, base, k, step, published, fo_published, fo_source=REPTILE, extra='',
+                    protocol='', from_k=None):
+    """An experiment and, with fo_published, its first-order twin. from_k: an evaluation-only cell of the
+    model trained at from_k (the entry of the same name with 1shot for 5shot, and its -fo twin)."""
     flags = '%s --update_batch_size=%d%s' % (base, k, extra)
+    evaluates = fo_evaluates = None
+    if from_k is not None:
+        flags += ' --train_update_batch_size=%d' % from_k
+        evaluates = name.replace('%dshot' % k, '%dshot' % from_k)
+        fo_evaluates = evaluates + '-fo'
     entries = [Experiment(name, description, _flags(flags), (step,), (published,),
-                          first_order=name + '-fo' if fo_published else None)]
+                          first_order=name + '-fo' if fo_published else None, evaluates=evaluates,
+                          protocol=protocol, source=TABLE1)]
     if fo_published:
         entries.append(Experiment(name + '-fo', description + ', first-order MAML', _flags(flags + FO),
-                                  (step,), (fo_published,), source=fo_source))
+                                  (step,), (fo_published,), source=fo_source, evaluates=fo_evaluates,
+                                  protocol=protocol + (FIRST_ORDER if fo_source == REPTILE else '')))
     return entries
 
 
+def _sinusoid(name, description, flags, published, protocol, note='', **kw):
+    return Experiment(name, description, _flags(flags), (1, 5, 10), published, metric=MSE,
+                      source='MAML paper, sinusoid figure', note=note, protocol=protocol, **kw)
+
+
+def _omniglot_5shot_trained_at_5(name, description, base, published, extra=''):
+    """A run of the 5-shot flags trained at K=5 (the reference's commands with K=5): a variant."""
+    return Experiment(name, description + ', trained at K=5', _flags('%s --update_batch_size=5%s' % (base, extra)),
+                      (3,), (published,), source=TABLE1, variant=True,
+                      protocol=TRAIN5 % 'the paper\'s figure is of the 1-shot model at K=5')
+
+
 EXPERIMENTS = [
-    Experiment('sinusoid-5shot', 'Sinusoid regression, K=5, MAML (alpha 0.01, as in the paper)',
-               _flags(SINE + ' --metatrain_iterations=70000 --update_batch_size=5 --update_lr=0.01'),
-               (1, 5, 10), SINE_MAML_K5, metric=MSE,
-               source='MAML paper, sinusoid figure', note='the paper gives no CI for the sinusoid MSE'),
-    Experiment('sinusoid-5shot-alpha0.001', 'Sinusoid regression, K=5, MAML, the reference README\'s alpha 0.001',
-               _flags(SINE + ' --metatrain_iterations=70000 --update_batch_size=5'),
-               (1, 5, 10), SINE_MAML_K5, metric=MSE,
-               source='MAML paper, sinusoid figure (trained with alpha 0.01)',
-               note='update_lr left at its default 0.001, as the reference README\'s command does'),
-    Experiment('sinusoid-10shot', 'Sinusoid regression, K=10, MAML (alpha 0.01, as in the paper)',
-               _flags(SINE + ' --metatrain_iterations=70000 --update_batch_size=10 --update_lr=0.01'),
-               (1, 5, 10), (None, None, None), metric=MSE,
-               source='MAML paper, sinusoid figure', note='plotted only; the paper gives no number'),
-    Experiment('sinusoid-10shot-alpha0.001', 'Sinusoid regression, K=10, MAML, the reference README\'s command',
-               _flags(SINE + ' --metatrain_iterations=70000 --update_batch_size=10'),
-               (1, 5, 10), (None, None, None), metric=MSE,
-               source='MAML paper, sinusoid figure', note='the reference README\'s sinusoid command, verbatim'),
-    Experiment('sinusoid-5shot-pretrained', 'Sinusoid regression, K=5, pretrained baseline (fine-tuned with step 0.01)',
-               _flags(SINE_PRE + ' --update_batch_size=5 --update_lr=0.01'),
-               (1, 5, 10), ((2.41, None), (2.23, None), (2.19, None)), metric=MSE,
-               source='MAML paper, sinusoid figure',
-               note='pretraining ignores update_lr; 0.01 is the paper\'s fine-tuning step at test time'),
-    Experiment('sinusoid-5shot-oracle', 'Sinusoid regression, K=5, oracle (amplitude and phase as inputs)',
-               _flags(SINE_PRE + ' --update_batch_size=5 --baseline=oracle'),
-               (1, 5, 10), (None, None, None), metric=MSE,
-               source='MAML paper, sinusoid figure', note='plotted only (near 0); the paper gives no number'),
-    *_classification('omniglot-5way-1shot', 'Omniglot 5-way 1-shot', O5, 1, 3, (98.7, 0.4), (98.3, 0.5)),
-    *_classification('omniglot-5way-5shot', 'Omniglot 5-way 5-shot', O5, 5, 3, (99.9, 0.1), (99.2, 0.2)),
-    *_classification('omniglot-20way-1shot', 'Omniglot 20-way 1-shot', O20, 1, 5, (95.8, 0.3), (89.4, 0.5)),
-    *_classification('omniglot-20way-5shot', 'Omniglot 20-way 5-shot', O20, 5, 5, (98.9, 0.2), (97.9, 0.1)),
+    # The sinusoid figure: MAML and the pretrained baseline at K=5, each the model trained at K=10.
+    _sinusoid('sinusoid-5shot', 'Sinusoid regression, K=5, MAML (the K=10 model, alpha 0.01, as in the paper)',
+              SINE + ' --metatrain_iterations=70000 --update_batch_size=5 --train_update_batch_size=10 '
+                     '--update_lr=0.01', SINE_MAML_K5, SINE_PROTOCOL,
+              note='the paper gives no CI for the sinusoid MSE', evaluates='sinusoid-10shot'),
+    _sinusoid('sinusoid-10shot', 'Sinusoid regression, K=10, MAML (alpha 0.01, as in the paper)',
+              SINE + ' --metatrain_iterations=70000 --update_batch_size=10 --update_lr=0.01', (None, None, None),
+              'trained and evaluated K=10 (paper, section 5.1)',
+              note='plotted only; the paper gives no number. The model of sinusoid-5shot'),
+    _sinusoid('sinusoid-5shot-pretrained', 'Sinusoid regression, K=5, pretrained baseline (the K=10 pretrained '
+              'model, fine-tuned with step 0.01)',
+              SINE_PRE + ' --update_batch_size=5 --train_update_batch_size=10 --update_lr=0.01',
+              SINE_PRETRAINED_K5, PRETRAINED_PROTOCOL, evaluates='sinusoid-10shot-pretrained',
+              note='0.01 is the paper\'s fine-tuning step at test time'),
+    _sinusoid('sinusoid-10shot-pretrained', 'Sinusoid regression, K=10, pretrained baseline (fine-tuned with step 0.01)',
+              SINE_PRE + ' --update_batch_size=10 --update_lr=0.01', (None, None, None),
+              'pretrained and evaluated K=10 (the reference\'s baseline command)',
+              note='pretraining ignores update_lr; the paper gives no K=10 number. The model of '
+                   'sinusoid-5shot-pretrained'),
+    _sinusoid('sinusoid-5shot-oracle', 'Sinusoid regression, K=5, oracle (amplitude and phase as inputs)',
+              SINE_PRE + ' --update_batch_size=5 --baseline=oracle', (None, None, None),
+              'trained and evaluated K=5', note='plotted only (near 0); the paper gives no number'),
+    # Variants of the sinusoid figure: trained at K=5, and the reference README's alpha 0.001.
+    _sinusoid('sinusoid-5shot-train5', 'Sinusoid regression, K=5, MAML trained at K=5 (alpha 0.01)',
+              SINE + ' --metatrain_iterations=70000 --update_batch_size=5 --update_lr=0.01', SINE_MAML_K5,
+              TRAIN5 % 'the paper\'s figure is of the K=10 model', variant=True,
+              note='the paper gives no CI for the sinusoid MSE'),
+    _sinusoid('sinusoid-5shot-train5-alpha0.001', 'Sinusoid regression, K=5, MAML trained at K=5 with the '
+              'reference README\'s alpha 0.001', SINE + ' --metatrain_iterations=70000 --update_batch_size=5',
+              SINE_MAML_K5, TRAIN5 % 'and alpha 0.001; the paper\'s figure is of the K=10 model, alpha 0.01',
+              variant=True, note='update_lr left at its default 0.001, as the reference README\'s command does'),
+    _sinusoid('sinusoid-10shot-alpha0.001', 'Sinusoid regression, K=10, MAML, the reference README\'s command',
+              SINE + ' --metatrain_iterations=70000 --update_batch_size=10', (None, None, None),
+              'trained and evaluated K=10 with alpha 0.001: not the paper\'s alpha', variant=True,
+              note='the reference README\'s sinusoid command, verbatim'),
+    _sinusoid('sinusoid-5shot-pretrained-train5', 'Sinusoid regression, K=5, pretrained baseline pretrained at K=5 '
+              '(fine-tuned with step 0.01)', SINE_PRE + ' --update_batch_size=5 --update_lr=0.01',
+              SINE_PRETRAINED_K5, TRAIN5 % 'the reference\'s baseline command pretrains with K=10', variant=True,
+              note='pretraining ignores update_lr; 0.01 is the paper\'s fine-tuning step at test time'),
+    # Table 1. Omniglot: 1-shot trained and evaluated at K=1; 5-shot is the 1-shot model evaluated at K=5.
+    *_classification('omniglot-5way-1shot', 'Omniglot 5-way 1-shot', O5, 1, 3, (98.7, 0.4), (98.3, 0.5),
+                     protocol=OMNIGLOT_1SHOT_PROTOCOL),
+    *_classification('omniglot-5way-5shot', 'Omniglot 5-way 5-shot', O5, 5, 3, (99.9, 0.1), (99.2, 0.2),
+                     protocol=OMNIGLOT_5SHOT_PROTOCOL, from_k=1),
+    *_classification('omniglot-20way-1shot', 'Omniglot 20-way 1-shot', O20, 1, 5, (95.8, 0.3), (89.4, 0.5),
+                     protocol=OMNIGLOT_1SHOT_PROTOCOL),
+    *_classification('omniglot-20way-5shot', 'Omniglot 20-way 5-shot', O20, 5, 5, (98.9, 0.2), (97.9, 0.1),
+                     protocol=OMNIGLOT_5SHOT_PROTOCOL, from_k=1),
     *_classification('omniglot-5way-1shot-fc', 'Omniglot 5-way 1-shot, fc net', O5, 1, 3, (89.7, 1.1), None,
-               extra=' --conv=False'),
+                     extra=' --conv=False', protocol=OMNIGLOT_1SHOT_PROTOCOL),
     *_classification('omniglot-5way-5shot-fc', 'Omniglot 5-way 5-shot, fc net', O5, 5, 3, (97.5, 0.6), None,
-               extra=' --conv=False'),
-    *_classification('miniimagenet-5way-1shot', 'miniImagenet 5-way 1-shot', MINI, 1, 10, (48.70, 1.84),
-               (48.07, 1.75), fo_source='MAML paper, Table 1'),
-    *_classification('miniimagenet-5way-5shot', 'miniImagenet 5-way 5-shot (paper: meta_batch_size 2)', MINI, 5, 10,
-               (63.11, 0.92), (63.15, 0.91), fo_source='MAML paper, Table 1'),
+                     extra=' --conv=False', protocol=OMNIGLOT_5SHOT_PROTOCOL, from_k=1),
+    # Table 1, miniImagenet: trained and evaluated at the same K, meta-batch 4 (1-shot) and 2 (5-shot).
+    *_classification('miniimagenet-5way-1shot', 'miniImagenet 5-way 1-shot', MINI % 4, 1, 10, (48.70, 1.84),
+                     (48.07, 1.75), fo_source=TABLE1, protocol=MINI_PROTOCOL % (1, 4)),
+    *_classification('miniimagenet-5way-5shot', 'miniImagenet 5-way 5-shot', MINI % 2, 5, 10,
+                     (63.11, 0.92), (63.15, 0.91), fo_source=TABLE1, protocol=MINI_PROTOCOL % (5, 2)),
+    # Variants of Table 1's cells: trained at K=5 (Omniglot), the reference's meta-batch 4 (miniImagenet 5-shot).
+    _omniglot_5shot_trained_at_5('omniglot-5way-5shot-train5', 'Omniglot 5-way 5-shot', O5, (99.9, 0.1)),
+    _omniglot_5shot_trained_at_5('omniglot-5way-5shot-fc-train5', 'Omniglot 5-way 5-shot, fc net', O5, (97.5, 0.6),
+                                 extra=' --conv=False'),
+    Experiment('miniimagenet-5way-5shot-mbs4', 'miniImagenet 5-way 5-shot, the reference\'s meta-batch 4',
+               _flags(MINI % 4 + ' --update_batch_size=5'), (10,), ((63.11, 0.92),), source=TABLE1, variant=True,
+               protocol='trained and evaluated K=5 with meta-batch 4: the reference\'s command; the paper used 2'),
 ]
 
 BY_NAME = {e.name: e for e in EXPERIMENTS}
+
+# The paper's Table 1 as the paper lays it out: a block per data set, its columns, and the rows MAML,
+# "first order approx." (name + '-fo') and "MAML (no conv)" (name + '-fc'); a cell without an experiment has
+# no figure in the paper.
+TABLE1_ROWS = (('MAML', ''), ('first order approx.', '-fo'), ('MAML (no conv)', '-fc'))
+TABLE1_BLOCKS = (('Omniglot', (('5-way 1-shot', 'omniglot-5way-1shot'), ('5-way 5-shot', 'omniglot-5way-5shot'),
+                               ('20-way 1-shot', 'omniglot-20way-1shot'), ('20-way 5-shot', 'omniglot-20way-5shot'))),
+                 ('miniImagenet', (('5-way 1-shot', 'miniimagenet-5way-1shot'),
+                                   ('5-way 5-shot', 'miniimagenet-5way-5shot'))))
+# The sinusoid figure's MAML and pretrained curves at K=5 (the oracle is plotted without a number).
+SINE_FIGURE = (('MAML', 'sinusoid-5shot'), ('pretrained', 'sinusoid-5shot-pretrained'))
+SINE_ORACLE = 'sinusoid-5shot-oracle'
+
+
+def table1_cell(column_name, suffix):
+    """The experiment of one cell of Table 1 (None: the paper has no such cell)."""
+    return BY_NAME.get(column_name + suffix)
+
+
+def front_table_names():
+    """The experiments of the paper's Table 1 and of its sinusoid figure."""
+    names = [column + suffix for _, columns in TABLE1_BLOCKS for _, column in columns for _, suffix in TABLE1_ROWS
+             if column + suffix in BY_NAME]
+    return names + [name for _, name in SINE_FIGURE]
 
 
 def get(name):
@@ -137,6 +250,11 @@ def get(name):
         return BY_NAME[name]
     except KeyError:
         raise KeyError('unknown experiment %r; known: %s' % (name, ', '.join(BY_NAME))) from None
+
+
+def source_of(experiment):
+    """The experiment whose trained model an evaluation-only cell tests (None for one that trains)."""
+    return get(experiment.evaluates) if experiment.evaluates else None
 
 
 def second_order_of(experiment):

@@ -5,7 +5,7 @@
     python reproduce.py EXPERIMENT --compare-first-order [--metatrain_iterations N] ...
     python reproduce.py --check CSV [--experiment EXPERIMENT] [--plot [--plot_dir D]]
     python reproduce.py --release models/EXPERIMENT
-    python reproduce.py --table [--format=markdown]
+    python reproduce.py --table [--variants] [--format=markdown]
 
 EXPERIMENT is a name from paper.py (see --list). The command trains with the
 reference command line of the experiment by running main.py in a subprocess
@@ -34,9 +34,25 @@ MSEs in the test .pkl beside the CSV (summarize, below): the median
 over all tasks, and the mean over the tasks whose MSE never exceeds 10 at
 any step, with their count.
 
---table prints, for every experiment of --list, the published figure, ours,
-the iterations trained and the verdict of the model released in models/, as
-its check.txt (written by --release) gives them: the README's results table.
+An evaluation-only EXPERIMENT (paper.py's `evaluates`: the 5-shot Omniglot
+cells, the 1-shot model evaluated at 5 shots; the sinusoid K=5 cells, the
+K=10 model evaluated at K=5) trains nothing: it tests the trained model of
+the experiment it evaluates, found in --logdir (default: the released model,
+models/<that experiment>), with main.py --train=False
+--update_batch_size=K --train_update_batch_size=K_trained. main.py writes
+the test CSV and pkl beside that model's own (test_ubs{K}_stepsize{alpha}),
+and this command writes the verdict beside them, in
+check_ubs{K}_stepsize{alpha}.txt (check.txt is the model's own test). A
+logdir that holds another experiment's model (another network, N-way, ...),
+or no trained model, is an error.
+
+--table prints the paper's Table 1 (Omniglot and miniImagenet; rows MAML,
+first order, no conv) and its sinusoid figure, each cell with the published
+figure, ours, the iterations trained and the verdict of the model released
+in models/, as its check file (written by --release, or by an evaluation)
+gives them: the README's results table. --table --variants prints the other
+runs of models/ (trained another way than the paper's figures were, or
+without a published figure), one row per reported step.
 
 --metatrain_iterations N shortens training (for the pretrained and oracle
 baselines it sets pretrain_iterations, their training length). Training
@@ -105,7 +121,10 @@ CHECKPOINT_ITERATION = re.compile(r'model-?(\d+)$')  # ours: model-N; the refere
 # and --check only needs the file names (a test checks that the two agree)
 REFERENCE_CHECKPOINT_FILE = re.compile(r'^model(\d+)\.index$')
 SINE_PARTNERS = {'sinusoid-5shot': 'sinusoid-5shot-pretrained',  # drawn side by side in the
-                 'sinusoid-5shot-pretrained': 'sinusoid-5shot'}  # sinusoid's qualitative figure
+                 'sinusoid-5shot-pretrained': 'sinusoid-5shot',  # sinusoid's qualitative figure
+                 'sinusoid-5shot-train5': 'sinusoid-5shot-pretrained-train5',
+                 'sinusoid-5shot-pretrained-train5': 'sinusoid-5shot-train5'}
+VARIANT_COLUMNS = TABLE_COLUMNS + ('protocol',)
 
 
 class ReproduceError(Exception):
@@ -176,7 +195,20 @@ def experiment_flags(experiment, logdir, iterations=None, data_dir=None, extra=(
 
 
 def default_logdir(name):
+    """Where a run of experiment `name` goes: logs/NAME; for an evaluation-only cell, the released model
+    it evaluates (models/<that experiment>, as a path from the current folder)."""
+    experiment = paper.BY_NAME.get(name)
+    if experiment is not None and experiment.evaluates:
+        return os.path.relpath(os.path.join(MODELS, experiment.evaluates))
     return os.path.join('logs', name)
+
+
+def check_name(experiment):
+    """The verdict file beside a test CSV: check.txt for a model's own test, and for an evaluation-only
+    cell, which shares its model's folder, check_ubs{K}_stepsize{alpha}.txt after its CSV."""
+    if not experiment.evaluates:
+        return 'check.txt'
+    return 'check' + csv_name(list(experiment.flags))[len('test'):-len('.csv')] + '.txt'
 
 
 ## Running main.py ---------------------------------------------------------------------------
@@ -533,7 +565,8 @@ def infer_experiment(csv_path):
         if (os.path.basename(exp_dir) == exp_dir_name(flags)
                 and os.path.basename(csv_path) == csv_name(flags)):
             candidates.append(experiment)
-    named = [e for e in candidates if e.name == logdir_name]
+    # a released model's folder is named after its experiment; an evaluation-only cell lives in its model's
+    named = [e for e in candidates if (e.evaluates or e.name) == logdir_name]
     if named:
         return named[0]
     if len(candidates) == 1:
@@ -635,7 +668,8 @@ def write_sine_figure(experiment, flags, csv_path, opts, extra, out):
     print('figure: %s' % path, file=out)
     for entry, exp_dir in missing:
         print('  (not beside %s: no trained model it can load in %s; `python reproduce.py %s` trains one '
-              'there, or give its logdir with --partner_logdir)' % (entry.name, exp_dir, entry.name), file=out)
+              'there, or give its logdir with --partner_logdir)' % (entry.name, exp_dir, entry.evaluates or entry.name),
+              file=out)
     return path
 
 
@@ -665,12 +699,13 @@ def cmd_list(fmt='text', out=sys.stdout):
     print(format_table(rows, ('experiment', 'step', 'published', 'metric', 'source'), fmt), file=out)
     print('\nReference flags (main.py; reproduce.py adds --logdir=logs/EXPERIMENT):\n', file=out)
     if fmt == 'markdown':
-        rows = [{'experiment': e.name, 'main.py flags': '`%s`' % ' '.join(e.flags), 'note': e.note}
-                for e in paper.EXPERIMENTS]
-        print(format_table(rows, ('experiment', 'main.py flags', 'note'), fmt), file=out)
+        rows = [{'experiment': e.name, 'main.py flags': '`%s`' % ' '.join(e.flags), 'protocol': e.protocol,
+                 'note': e.note} for e in paper.EXPERIMENTS]
+        print(format_table(rows, ('experiment', 'main.py flags', 'protocol', 'note'), fmt), file=out)
         return 0
     for e in paper.EXPERIMENTS:
-        print('  %-28s %s%s' % (e.name, ' '.join(e.flags), ('  # ' + e.note) if e.note else ''), file=out)
+        print('  %-32s %s%s' % (e.name, ' '.join(e.flags), ('  # ' + e.note) if e.note else ''), file=out)
+        print('  %-32s   protocol: %s' % ('', e.protocol), file=out)
     return 0
 
 
@@ -697,7 +732,73 @@ def cmd_check(csv_path, name, fmt, out=sys.stdout, plot=False, plot_dir=None):
     return exit_status(rows)
 
 
+## Evaluation-only cells (paper.py's `evaluates`) --------------------------------------------------
+
+EVALUATED_FLAGS = ('update_batch_size', 'train_update_batch_size')  # what an evaluation changes of its model's
+
+
+def flag_differences(experiment, other):
+    """The main.py flags, as given, in which two experiments differ beyond the K they are tested at."""
+    def given(e):
+        return {f for f in e.flags if f.lstrip('-').partition('=')[0] not in EVALUATED_FLAGS}
+    return sorted(given(experiment) ^ given(other))
+
+
+def check_source_logdir(experiment, logdir):
+    """The run folder of the trained model that the evaluation-only `experiment` tests, in logdir, after
+    checking that it is a model of the experiment it evaluates: ReproduceError otherwise."""
+    source = paper.source_of(experiment)
+    holder = paper.BY_NAME.get(os.path.basename(os.path.normpath(logdir)))
+    if holder is not None and holder.name != source.name:
+        differences = flag_differences(source, holder)
+        raise ReproduceError('%s holds %s, not %s, the model that %s evaluates (%s)' % (
+            logdir, holder.name, source.name, experiment.name,
+            'they differ in %s' % ' '.join(differences) if differences else 'trained at K=%d, not %d' % (
+                holder.trained_k, source.trained_k)))
+    exp_dir = os.path.join(logdir, exp_dir_name(experiment_flags(experiment, logdir)))
+    if trained_iterations(exp_dir) is None:
+        others = sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []
+        raise ReproduceError('no trained model of %s in %s%s: train it first (python reproduce.py %s), or give '
+                             'its logdir with --logdir' % (
+                                 source.name, exp_dir, ' (the logdir holds %s: another configuration)'
+                                 % ', '.join(others) if others else '', source.name))
+    return exp_dir
+
+
+def refuse_training_options(experiment, opts):
+    for option, given in (('--metatrain_iterations', opts.metatrain_iterations is not None),
+                          ('--compare-first-order', opts.compare_first_order)):
+        if given:
+            raise ReproduceError('%s is an evaluation of the model of %s and trains nothing: %s does not apply '
+                                 '(train the model with python reproduce.py %s)' % (
+                                     experiment.name, experiment.evaluates, option, experiment.evaluates))
+
+
+def cmd_evaluate(experiment, opts, extra, out=sys.stdout):
+    """An evaluation-only cell: test its model at the cell's K, and write the verdict beside the CSV."""
+    refuse_training_options(experiment, opts)
+    logdir = opts.logdir or default_logdir(experiment.name)
+    flags = experiment_flags(experiment, logdir, data_dir=opts.data_dir, extra=extra)
+    main_flag_values(flags)  # fail early on a bad flag
+    exp_dir = check_source_logdir(experiment, logdir)
+    print('[%s] %s: %s; %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), experiment.name, experiment.description,
+                               experiment.protocol), file=out)
+    _, test_run, path = train_and_test(flags, out, train=False)
+    rows = result_rows(experiment, path, iterations=test_run.restored_iterations)
+    print('\n[%s] test results: %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), path), file=out)
+    print_check(rows, opts.format, out)
+    check = io.StringIO()
+    status = cmd_check(path, experiment.name, 'text', out=check)
+    with open(os.path.join(exp_dir, check_name(experiment)), 'w') as f:
+        f.write(check.getvalue())
+    print('wrote %s' % os.path.join(exp_dir, check_name(experiment)), file=out)
+    write_figures(experiment, flags, path, test_run.restored_iterations, opts, extra, out)
+    return status
+
+
 def cmd_reproduce(experiment, opts, extra, out=sys.stdout):
+    if experiment.evaluates:
+        return cmd_evaluate(experiment, opts, extra, out)
     logdir = opts.logdir or default_logdir(experiment.name)
     flags = experiment_flags(experiment, logdir, opts.metatrain_iterations, opts.data_dir, extra)
     main_flag_values(flags)  # fail early on a bad flag
@@ -712,6 +813,8 @@ def cmd_reproduce(experiment, opts, extra, out=sys.stdout):
 
 def cmd_compare(experiment, opts, extra, out=sys.stdout):
     """Second order and first order (--stop_grad=True) of one experiment, side by side."""
+    if experiment.evaluates:
+        refuse_training_options(experiment, opts)
     base = paper.second_order_of(experiment) or experiment
     first = paper.get(base.first_order) if base.first_order else None
     logdir = opts.logdir or default_logdir(base.name + '-compare')
@@ -805,6 +908,9 @@ def cmd_release(logdir, out=sys.stdout):
     experiment = paper.BY_NAME.get(name)
     if experiment is None:
         raise ReproduceError('%s: a released run lives in a folder named after its experiment (see --list)' % logdir)
+    if experiment.evaluates:
+        raise ReproduceError('%s is an evaluation of the model of %s, released with it: run python reproduce.py %s'
+                             % (name, experiment.evaluates, name))
     exp_dir = run_folder(logdir)
     flags = experiment_flags(experiment, logdir)
     if os.path.basename(exp_dir) != exp_dir_name(flags):
@@ -823,7 +929,20 @@ def cmd_release(logdir, out=sys.stdout):
     with open(os.path.join(exp_dir, 'check.txt'), 'w') as f:
         f.write(check.getvalue())
     print('  wrote check.txt:\n' + check.getvalue(), file=out)
+    stale_evaluations(experiment, exp_dir, latest, out)
     return status
+
+
+def stale_evaluations(source, exp_dir, latest, out):
+    """Say which evaluation-only cells of this model were tested on an older checkpoint than its latest."""
+    for experiment in paper.EXPERIMENTS:
+        if experiment.evaluates != source.name:
+            continue
+        csv_path = os.path.join(exp_dir, csv_name(list(experiment.flags)))
+        if not os.path.exists(csv_path) or (os.path.getmtime(csv_path)
+                                            < os.path.getmtime(os.path.join(exp_dir, latest + '.index'))):
+            print('  %s is not evaluated on %s yet: python reproduce.py %s --logdir=%s' % (
+                experiment.name, latest, experiment.name, os.path.dirname(exp_dir)), file=out)
 
 
 ## The results table (README) ------------------------------------------------------------------------
@@ -844,13 +963,15 @@ def read_check_txt(path):
 
 
 def released_dir(experiment, models=MODELS):
-    """models/<experiment>/<exp_string>: where a run of the experiment is released."""
-    return os.path.join(models, experiment.name, exp_dir_name(experiment_flags(experiment, models)))
+    """models/<experiment>/<exp_string>: where a run of the experiment is released; for an evaluation-only
+    cell, its model's folder (the exp_string of its flags is that model's)."""
+    return os.path.join(models, experiment.evaluates or experiment.name,
+                        exp_dir_name(experiment_flags(experiment, models)))
 
 
 def released_check(experiment, models=MODELS):
-    """{step: row} of models/<experiment>/<exp_string>/check.txt, or {} when no model is released."""
-    path = os.path.join(released_dir(experiment, models), 'check.txt')
+    """{step: row} of the released check file of the experiment (check_name), or {} when there is none."""
+    path = os.path.join(released_dir(experiment, models), check_name(experiment))
     if not os.path.exists(path):
         return {}
     return {row['step']: row for row in read_check_txt(path)}
@@ -858,7 +979,7 @@ def released_check(experiment, models=MODELS):
 
 def training_iterations(experiment, models=MODELS):
     """Iterations done by a run of models/ that is still training (its latest checkpoint, not yet
-    tested), as 'done/total'; None without one."""
+    tested), as 'done/total'; None without one. For an evaluation-only cell, its model's."""
     exp_dir = released_dir(experiment, models)
     if not os.path.exists(os.path.join(exp_dir, 'checkpoint')):
         return None
@@ -876,24 +997,113 @@ def table_verdict(row):
     return verdict_
 
 
-def results_table_rows(models=MODELS):
+def results_table_rows(models=MODELS, names=None):
+    """One row per reported step of each experiment (of `names`, default all): TABLE_COLUMNS and the protocol."""
     rows = []
-    for experiment in paper.EXPERIMENTS:
+    for experiment in paper.EXPERIMENTS if names is None else [paper.get(name) for name in names]:
         check = released_check(experiment, models)
         training = None if check else training_iterations(experiment, models)
+        untested = 'not evaluated yet' if experiment.evaluates else 'training, not tested'
         for step, published in zip(experiment.steps, experiment.published):
             row = check.get(str(step), {})
             rows.append({'experiment': experiment.name, 'step': str(step),
                          'paper': fmt_figure(*(published or (None, None)), experiment.metric),
                          'ours': row.get('ours', '-'), 'iterations': row.get('iterations', training or '-'),
                          'verdict': table_verdict(row),
-                         'model in models/': 'yes' if check else 'training, not tested' if training else 'no'})
+                         'model in models/': 'yes' if check else untested if training else 'no'})
     return rows
 
 
-def cmd_table(fmt='text', out=sys.stdout, models=MODELS):
-    """Every experiment of --list with the released model's result (check.txt), for the README."""
-    print(format_table(results_table_rows(models), TABLE_COLUMNS, fmt), file=out)
+def paper_figure(published):
+    """A published figure as the paper prints it: the decimals of its CI (99.9 +- 0.1, 48.70 +- 1.84)."""
+    mean, ci = published
+    if ci is None:
+        return '%g' % mean
+    digits = len(('%g' % ci).partition('.')[2])
+    return '%.*f +- %.*f' % (digits, mean, digits, ci)
+
+
+def compact_iterations(text):
+    """'60000/60000' -> '60k'; '10187/60000' -> '10.2k/60k' (a run short of the paper's count)."""
+    done, _, total = text.partition('/')
+    if not (done.isdigit() and total.isdigit()):
+        return text
+    k = lambda n: ('%dk' % (n // 1000)) if n % 1000 == 0 else '%.1fk' % (n / 1000.0)
+    return k(int(done)) if done == total else '%s/%s' % (k(int(done)), k(int(total)))
+
+
+def table_cell(row, published):
+    """One cell of the front table: ours (paper's figure), iterations, verdict; '-' without a paper figure."""
+    if row is None or published is None:
+        return '-'
+    paper_text = '(paper %s)' % paper_figure(published)
+    if row['ours'] == '-':
+        state = {'no': '', 'training, not tested': ' training %s' % compact_iterations(row['iterations']),
+                 'not evaluated yet': ' its model at %s, not evaluated yet' % compact_iterations(row['iterations'])}
+        return '- %s%s' % (paper_text, state[row['model in models/']])
+    return '%s %s %s %s' % (row['ours'], paper_text, compact_iterations(row['iterations']), row['verdict'])
+
+
+def table1_rows(columns, models=MODELS):
+    """The rows MAML, first order approx., MAML (no conv) of one block of Table 1."""
+    rows = []
+    for label, suffix in paper.TABLE1_ROWS:
+        row = {'method': label}
+        for heading, name in columns:
+            experiment = paper.table1_cell(name, suffix)
+            ours = results_table_rows(models, [experiment.name])[0] if experiment else None
+            row[heading] = table_cell(ours, experiment.published[0] if experiment else None)
+        rows.append(row)
+    return rows
+
+
+def sine_rows(models=MODELS):
+    """The sinusoid figure: one row per reported step, a column per curve."""
+    by_curve = {label: results_table_rows(models, [name]) for label, name in paper.SINE_FIGURE}
+    rows = []
+    for i, step in enumerate(paper.get(paper.SINE_FIGURE[0][1]).steps):
+        row = {'inner steps': str(step)}
+        for label, name in paper.SINE_FIGURE:
+            row[label] = table_cell(by_curve[label][i], paper.get(name).published[i])
+        rows.append(row)
+    return rows
+
+
+TABLE_NOTE = ('Each cell: ours, mean +- 95% CI over 600 test tasks (the paper\'s figure), iterations trained, '
+              'verdict. Omniglot 5-shot: the 1-shot model evaluated at 5 shots; sinusoid: the K=10 model '
+              'evaluated at K=5 (docs/experiments.md, the protocols). Other runs: --table --variants.')
+
+
+def front_table(fmt='text', models=MODELS):
+    """The paper's Table 1 and sinusoid figure, in the paper's layout, as text."""
+    parts = []
+    for block, columns in paper.TABLE1_BLOCKS:
+        steps = sorted({paper.table1_cell(name, '').steps[0] for _, name in columns})
+        parts.append('%s (accuracy %%, at inner step %s):' % (block, ' or '.join(map(str, steps))))
+        parts.append(format_table(table1_rows(columns, models), ('method',) + tuple(h for h, _ in columns), fmt))
+    parts.append('Sinusoid, K=5 (MSE after 1, 5 and 10 inner steps; the oracle is plotted in the paper without '
+                 'a number, ours is among the variants):')
+    parts.append(format_table(sine_rows(models), ('inner steps',) + tuple(label for label, _ in paper.SINE_FIGURE),
+                              fmt))
+    parts.append(TABLE_NOTE)
+    return '\n\n'.join(parts)
+
+
+def variant_names():
+    """Every experiment that is not a cell of the front table, in paper.py's order."""
+    front = set(paper.front_table_names())
+    return [e.name for e in paper.EXPERIMENTS if e.name not in front]
+
+
+def cmd_table(fmt='text', out=sys.stdout, models=MODELS, variants=False):
+    """The paper's Table 1 and sinusoid figure with the released models' results (their check files), for
+    the README; with variants, the other experiments, one row per step."""
+    if variants:
+        rows = [dict(row, protocol=paper.get(row['experiment']).protocol)
+                for row in results_table_rows(models, variant_names())]
+        print(format_table(rows, VARIANT_COLUMNS, fmt), file=out)
+    else:
+        print(front_table(fmt, models), file=out)
     return 0
 
 
@@ -916,6 +1126,9 @@ def parse_args(argv):
     parser.add_argument('--table', action='store_true',
                         help='the results table of the README: every experiment with the model released in '
                              'models/ (its check.txt): published figure, ours, iterations, verdict')
+    parser.add_argument('--variants', action='store_true',
+                        help='with --table: the other runs (trained another way than the paper\'s figures, or '
+                             'without a published figure), one row per step')
     parser.add_argument('--release', metavar='LOGDIR',
                         help='make a trained run in LOGDIR (models/EXPERIMENT) fit to commit: only its '
                              'latest checkpoint, and check.txt (the --check output) beside its test CSV')
@@ -944,6 +1157,8 @@ def parse_args(argv):
     if opts.experiment_opt and opts.experiment and opts.experiment_opt != opts.experiment:
         parser.error('two different experiments given: %s and %s' % (opts.experiment, opts.experiment_opt))
     opts.name = name
+    if opts.variants and not opts.table:
+        parser.error('--variants goes with --table')
     if not (opts.list or opts.table or opts.check or opts.release or name):
         parser.error('give an EXPERIMENT, --list, --table, --check CSV or --release LOGDIR')
     if name and name not in paper.BY_NAME:
@@ -959,7 +1174,7 @@ def main(argv=None):
         if opts.list:
             return cmd_list(opts.format)
         if opts.table:
-            return cmd_table(opts.format)
+            return cmd_table(opts.format, variants=opts.variants)
         if opts.release:
             return cmd_release(opts.release)
         if opts.check:

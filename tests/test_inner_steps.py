@@ -16,7 +16,7 @@ from conftest import REPO
 from runner import describe, run_main, user_env
 from synthetic import make_omniglot
 
-EXPERIMENT = 'omniglot-5way-5shot-fc'
+EXPERIMENT = 'omniglot-5way-5shot-fc-train5'
 TASKS = 150  # of main.py's 600: two batches of the tool, the second a smaller one
 
 

@@ -63,7 +63,7 @@ def test_a_curve_without_published_figures_marks_none(tmp_path):
 def test_a_diverged_mse_is_drawn_on_a_log_axis_and_its_non_finite_steps_said(tmp_path):
     """Seen on real runs: a few of 600 test tasks diverge after many inner steps (MSE 1e4 or NaN)."""
     pytest.importorskip('matplotlib')
-    experiment = paper.get('sinusoid-5shot')
+    experiment = paper.get('sinusoid-5shot-train5')
     means = [3.0, 0.7, 0.6, 0.6, 1e4, 1e5, 1e6, float('nan'), float('inf'), float('nan'), float('nan')]
     path = write_test_csv(str(tmp_path / 'x' / 'test_ubs5_stepsize0.01.csv'), means, [0.1] * 7 + [float('nan')] * 4)
     fig = plots.curve_figure(experiment, reproduce.read_test_csv(path), 70000)
@@ -147,7 +147,7 @@ import io, sys, types
 sys.modules['matplotlib'] = None
 sys.path.insert(0, sys.argv[1])
 import paper, reproduce
-experiment = paper.get('sinusoid-5shot')
+experiment = paper.get('sinusoid-5shot-train5')
 opts = types.SimpleNamespace(partner_logdir=None, data_dir=None)
 flags = reproduce.experiment_flags(experiment, sys.argv[2])
 reproduce.write_figures(experiment, flags, sys.argv[3], 1001, opts, [], sys.stdout)
@@ -191,7 +191,7 @@ def train_tiny(experiment, logdir, iterations=3, seed=0):
 def test_sine_fits_are_the_steps_evaluate_takes(tmp_path):
     """The fits drawn after 1 and 10 steps are the model's own adaptation: their MSE on the query
     points is the test CSV's update1 and update10 (MAML.evaluate), step 0 its pre-update loss."""
-    experiment = paper.get('sinusoid-5shot')
+    experiment = paper.get('sinusoid-5shot-train5')
     flags, model = train_tiny(experiment, tmp_path / 'logs', iterations=3)
     values = reproduce.main_flag_values(flags)
     loaded, iterations = plots.load_sine_model(values, os.path.join(values.logdir, reproduce.exp_dir_name(flags)))
@@ -215,7 +215,7 @@ def test_sine_fits_are_the_steps_evaluate_takes(tmp_path):
 
 def test_qualitative_figure_side_by_side_when_both_are_trained(tmp_path):
     pytest.importorskip('matplotlib')
-    maml, pretrained = paper.get('sinusoid-5shot'), paper.get('sinusoid-5shot-pretrained')
+    maml, pretrained = paper.get('sinusoid-5shot-train5'), paper.get('sinusoid-5shot-pretrained-train5')
     flags, _ = train_tiny(maml, tmp_path / 'maml', iterations=3)
     csv_path = write_test_csv(reproduce.test_csv_path(flags + reproduce.TEST_FLAGS), [3.0] * 11, [0.1] * 11)
     opts = types.SimpleNamespace(partner_logdir=str(tmp_path / 'pretrained'), data_dir=None)
@@ -223,7 +223,7 @@ def test_qualitative_figure_side_by_side_when_both_are_trained(tmp_path):
 
     out = io.StringIO()   # the pretrained baseline not trained yet: MAML alone, and a note says why
     assert reproduce.write_sine_figure(maml, flags, csv_path, opts, [], out) == png
-    note = 'not beside sinusoid-5shot-pretrained: no trained model it can load in %s' % (tmp_path / 'pretrained')
+    note = 'not beside sinusoid-5shot-pretrained-train5: no trained model it can load in %s' % (tmp_path / 'pretrained')
     assert note in out.getvalue()
     alone = read_png(png)
 
@@ -236,13 +236,13 @@ def test_qualitative_figure_side_by_side_when_both_are_trained(tmp_path):
     assert both.shape[1] > 1.7 * alone.shape[1]                 # two columns: MAML and pretrained
 
     runs = reproduce.sine_runs(pretrained, reproduce.experiment_flags(pretrained, 'x'), opts, [])
-    assert [e.name for e, _ in runs] == ['sinusoid-5shot', 'sinusoid-5shot-pretrained']  # MAML on the left
+    assert [e.name for e, _ in runs] == ['sinusoid-5shot-train5', 'sinusoid-5shot-pretrained-train5']  # MAML on the left
 
 
 def test_qualitative_figure_failure_leaves_the_verdict_alone(tmp_path, capsys):
     """A sinusoid run whose checkpoint is gone: the curve is drawn, the qualitative figure is reported missing."""
     pytest.importorskip('matplotlib')
-    experiment = paper.get('sinusoid-5shot')
+    experiment = paper.get('sinusoid-5shot-train5')
     flags = reproduce.experiment_flags(experiment, str(tmp_path / 'logs'))
     csv_path = write_test_csv(reproduce.test_csv_path(flags + reproduce.TEST_FLAGS), [3.0] * 11, [0.1] * 11)
     opts = types.SimpleNamespace(partner_logdir=str(tmp_path / 'none'), data_dir=None)

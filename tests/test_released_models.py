@@ -4,9 +4,13 @@ models/<experiment>/<exp_string>/ holds one run of a paper.py experiment: its
 latest checkpoint only (model-<N>.index/.data, with the Adam state), the
 'checkpoint' file naming it, the console log, the TensorBoard events, and
 once tested the test CSV and pkl and check.txt, the output of
-`reproduce.py --check` on that CSV. Every tested one is re-scored on the real
-test split, task by task against its pkl: all 600 test tasks, but for
-miniImagenet, whose test is too long for CI, the first 100 (all 600 with --runslow).
+`reproduce.py --check` on that CSV. An evaluation-only cell of paper.py (the
+5-shot Omniglot cells, the sinusoid's K=5 ones) has its CSV and pkl in the
+folder of the model it evaluates (test_ubs{K}_stepsize{alpha}, beside the
+model's own) and its verdict in check_ubs{K}_stepsize{alpha}.txt. Every tested
+one, evaluations included, is re-scored on the real test split, task by task
+against its pkl: all 600 test tasks, but for miniImagenet, whose test is too
+long for CI, the first 100 (all 600 with --runslow).
 """
 import csv
 import os
@@ -41,9 +45,20 @@ def released_runs():
     return runs
 
 
+def evaluations():
+    """(evaluation-only experiment, its model's run folder) for every evaluation-only cell of paper.py."""
+    return [pytest.param(e, MODELS / e.evaluates / reproduce.exp_dir_name(list(e.flags)), id=e.name)
+            for e in paper.EXPERIMENTS if e.evaluates]
+
+
 def runs_with_results():
-    return [run for run in released_runs()
+    """The released runs and the evaluations of released models that have a test CSV."""
+    return [run for run in released_runs() + evaluations()
             if run.values[0] and (run.values[1] / reproduce.csv_name(list(run.values[0].flags))).exists()]
+
+
+def check_file(experiment, folder):
+    return folder / reproduce.check_name(experiment)
 
 
 def latest_checkpoint(folder):
@@ -78,7 +93,7 @@ def test_a_released_result_is_its_csv_its_pkl_and_its_verdict(experiment, folder
     np.testing.assert_allclose([results['means'][i] for i in range(11)], per_task.mean(0), rtol=1e-6)
     check = subprocess.run([sys.executable, str(REPO / 'reproduce.py'), '--check', str(csv_path)],
                            capture_output=True, text=True, cwd=str(REPO), timeout=120)
-    committed = (folder / 'check.txt').read_text()
+    committed = check_file(experiment, folder).read_text()
     assert check.stdout == committed, 'reproduce.py --check now says:\n%s\ncommitted:\n%s' % (check.stdout, committed)
 
 
@@ -165,7 +180,7 @@ def assert_rescored(experiment, folder, csv_path):
             np.testing.assert_allclose(ours[step], committed[step], rtol=MSE_TOLERANCE, err_msg=str(step))
     check = subprocess.run([sys.executable, str(REPO / 'reproduce.py'), '--check', str(csv_path),
                             '--experiment', experiment.name], capture_output=True, text=True, cwd=str(REPO))
-    assert verdicts(check.stdout) == verdicts((folder / 'check.txt').read_text()), check.stdout
+    assert verdicts(check.stdout) == verdicts(check_file(experiment, folder).read_text()), check.stdout
 
 
 def is_miniimagenet(run):
@@ -195,6 +210,19 @@ def test_a_released_miniimagenet_model_rescores_to_its_csv(experiment, folder, r
     per_task, csv_path = rescore(experiment, folder, real_data, tmp_path)
     assert_same_tasks(experiment, per_task, committed_per_task(experiment, folder))
     assert_rescored(experiment, folder, csv_path)
+
+
+@pytest.mark.parametrize('experiment, folder', released_runs())
+def test_a_released_run_holds_the_checks_of_its_own_test_and_of_its_evaluations_only(experiment, folder):
+    """check.txt is the run's own test; any other check file is an evaluation-only cell of this model."""
+    if experiment is None or not folder.is_dir():
+        pytest.skip('not a run of an experiment (the test above says so)')
+    allowed = {'check.txt'} | {reproduce.check_name(e) for e in paper.EXPERIMENTS if e.evaluates == experiment.name}
+    found = {name for name in os.listdir(folder) if name.startswith('check') and name.endswith('.txt')}
+    assert found <= allowed, 'check files of no evaluation of %s: %s' % (experiment.name, sorted(found - allowed))
+    for e in paper.EXPERIMENTS:
+        if e.evaluates == experiment.name and (folder / reproduce.check_name(e)).exists():
+            assert (folder / reproduce.csv_name(list(e.flags))).exists(), e.name
 
 
 def test_release_keeps_only_the_latest_checkpoint_and_training_resumes_from_it(tmp_path):

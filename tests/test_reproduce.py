@@ -67,22 +67,23 @@ def table_rows(text):
 # rows one per step (1 / 5 / 10 steps), for each experiment listed.
 SPEC_ROWS = {
     'Omniglot 5-way 1-shot': [['omniglot-5way-1shot']],
-    'Omniglot 5-way 5-shot': [['omniglot-5way-5shot']],
+    'Omniglot 5-way 5-shot': [['omniglot-5way-5shot', 'omniglot-5way-5shot-train5']],
     'Omniglot 20-way 1-shot': [['omniglot-20way-1shot']],
     'Omniglot 20-way 5-shot': [['omniglot-20way-5shot']],
     'Omniglot 5-way 1-shot, fc net': [['omniglot-5way-1shot-fc']],
-    'Omniglot 5-way 5-shot, fc net': [['omniglot-5way-5shot-fc']],
+    'Omniglot 5-way 5-shot, fc net': [['omniglot-5way-5shot-fc', 'omniglot-5way-5shot-fc-train5']],
     'miniImagenet 5-way 1-shot': [['miniimagenet-5way-1shot']],
-    'miniImagenet 5-way 5-shot': [['miniimagenet-5way-5shot']],
+    'miniImagenet 5-way 5-shot': [['miniimagenet-5way-5shot', 'miniimagenet-5way-5shot-mbs4']],
     'miniImagenet first order 1-shot / 5-shot': [['miniimagenet-5way-1shot-fo'], ['miniimagenet-5way-5shot-fo']],
     'Omniglot first order (Reptile paper, Table) 5w1s / 5w5s / 20w1s / 20w5s': [
         ['omniglot-5way-1shot-fo'], ['omniglot-5way-5shot-fo'], ['omniglot-20way-1shot-fo'], ['omniglot-20way-5shot-fo']],
     'Sinusoid K=5, MSE after 1 / 5 / 10 steps (paper appendix)': 'steps',
     'Sinusoid K=5, pretrained baseline, 1 / 5 / 10 steps': 'steps',
 }
-SPEC_SINUSOID = {'Sinusoid K=5, MSE after 1 / 5 / 10 steps (paper appendix)': ['sinusoid-5shot',
-                                                                               'sinusoid-5shot-alpha0.001'],
-                 'Sinusoid K=5, pretrained baseline, 1 / 5 / 10 steps': ['sinusoid-5shot-pretrained']}
+SPEC_SINUSOID = {'Sinusoid K=5, MSE after 1 / 5 / 10 steps (paper appendix)': [
+                     'sinusoid-5shot', 'sinusoid-5shot-train5', 'sinusoid-5shot-train5-alpha0.001'],
+                 'Sinusoid K=5, pretrained baseline, 1 / 5 / 10 steps': ['sinusoid-5shot-pretrained',
+                                                                        'sinusoid-5shot-pretrained-train5']}
 FIGURE = re.compile(r'^(\d+(?:\.\d+)?)(?: \+- (\d+(?:\.\d+)?))?')
 
 
@@ -116,7 +117,8 @@ def test_paper_table_matches_spec_value_by_value():
     if not (SHARED / 'SPEC.md').exists():
         pytest.skip('%s is absent (it is not part of a clone): nothing to compare paper.py with' % (SHARED / 'SPEC.md'))
     figures = spec_published_figures((SHARED / 'SPEC.md').read_text())
-    assert len(figures) == sum(1 for rows in SPEC_ROWS.values() if rows != 'steps' for _ in rows) + 3
+    assert len(figures) == (sum(len(names) for rows in SPEC_ROWS.values() if rows != 'steps' for names in rows)
+                            + sum(len(names) for names in SPEC_SINUSOID.values()))
     for experiment in paper.EXPERIMENTS:
         published = [f for f in experiment.published if f is not None]
         if not published:
@@ -130,7 +132,8 @@ def test_the_spec_comparison_fails_on_a_swap():
     spec = ('## Published figures\n\n| experiment | reference command | published |\n| --- | --- | --- |\n'
             '| Omniglot 5-way 1-shot | x | 99.9 +- 0.1 |\n| Omniglot 5-way 5-shot | x | 98.7 +- 0.4 (paper) |\n')
     figures = spec_published_figures(spec)
-    assert figures == {'omniglot-5way-1shot': [(99.9, 0.1)], 'omniglot-5way-5shot': [(98.7, 0.4)]}
+    assert figures == {'omniglot-5way-1shot': [(99.9, 0.1)], 'omniglot-5way-5shot': [(98.7, 0.4)],
+                       'omniglot-5way-5shot-train5': [(98.7, 0.4)]}
     assert list(paper.get('omniglot-5way-1shot').published) != figures['omniglot-5way-1shot']
 
 
@@ -459,7 +462,7 @@ def test_list_shows_every_experiment(tmp_path):
 
 
 def test_sinusoid_end_to_end_prints_the_table(tmp_path):
-    proc = run_reproduce('sinusoid-5shot', '--metatrain_iterations=1001', '--logdir=%s' % (tmp_path / 'logs'),
+    proc = run_reproduce('sinusoid-5shot-train5', '--metatrain_iterations=1001', '--logdir=%s' % (tmp_path / 'logs'),
                          cwd=tmp_path)
     rows = [dict(zip(COLUMNS + list(reproduce.ROBUST_COLUMNS), r)) for r in table_rows(proc.stdout)]
     assert [r['step'] for r in rows] == ['1', '5', '10']
@@ -467,7 +470,7 @@ def test_sinusoid_end_to_end_prints_the_table(tmp_path):
     assert [r['published'] for r in rows] == ['0.670', '0.380', '0.350']
     # "ours" is the CSV the test wrote, the median the pkl's, and the verdict the rule's on them
     csv_path = reproduce.test_csv_path(reproduce.experiment_flags(
-        paper.get('sinusoid-5shot'), str(tmp_path / 'logs')) + reproduce.TEST_FLAGS)
+        paper.get('sinusoid-5shot-train5'), str(tmp_path / 'logs')) + reproduce.TEST_FLAGS)
     written = reproduce.read_test_csv(csv_path)
     with open(csv_path[:-len('.csv')] + '.pkl', 'rb') as f:
         mses = pickle.load(f)['mses']
@@ -492,7 +495,7 @@ def test_sinusoid_end_to_end_prints_the_table(tmp_path):
     for png in (csv_path[:-len('.csv')] + '.png', csv_path[:-len('.csv')] + '_qualitative.png'):
         assert 'figure: %s' % png in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
-    assert 'not beside sinusoid-5shot-pretrained: no trained model it can load in' in proc.stdout
+    assert 'not beside sinusoid-5shot-pretrained-train5: no trained model it can load in' in proc.stdout
     assert 'warning' not in proc.stderr
 
 
@@ -560,7 +563,7 @@ def test_results_table_reads_each_released_check_txt(tmp_path):
     models = tmp_path / 'models'
     release(models, 'omniglot-5way-1shot', 0.9923, 0.0035)
     release(models, 'omniglot-20way-1shot', 0.90, 0.004, iterations=20000)
-    (models / 'omniglot-5way-5shot' / 'x').mkdir(parents=True)   # a folder without a checkpoint
+    (models / 'omniglot-5way-5shot-train5' / 'x').mkdir(parents=True)   # a folder without a checkpoint
     live = models / 'omniglot-5way-1shot-fc' / reproduce.exp_dir_name(list(paper.get('omniglot-5way-1shot-fc').flags))
     live.mkdir(parents=True)   # a run still training: a checkpoint, no test yet
     (live / 'checkpoint').write_text('model_checkpoint_path: "model-27480"\n'
@@ -573,8 +576,8 @@ def test_results_table_reads_each_released_check_txt(tmp_path):
     assert rows['omniglot-20way-1shot'] == {
         'experiment': 'omniglot-20way-1shot', 'step': '5', 'paper': '95.80 +- 0.30', 'ours': '90.00 +- 0.40',
         'iterations': '20000/60000', 'verdict': 'below so far', 'model in models/': 'yes'}
-    assert rows['omniglot-5way-5shot'] == {
-        'experiment': 'omniglot-5way-5shot', 'step': '3', 'paper': '99.90 +- 0.10', 'ours': '-',
+    assert rows['omniglot-5way-5shot-train5'] == {
+        'experiment': 'omniglot-5way-5shot-train5', 'step': '3', 'paper': '99.90 +- 0.10', 'ours': '-',
         'iterations': '-', 'verdict': '-', 'model in models/': 'no'}
     assert rows['omniglot-5way-1shot-fc'] == {
         'experiment': 'omniglot-5way-1shot-fc', 'step': '3', 'paper': '89.70 +- 1.10', 'ours': '-',
@@ -595,7 +598,7 @@ def test_readme_results_table_is_what_reproduce_prints():
     out = io.StringIO()
     reproduce.cmd_table('markdown', out=out)
     printed = out.getvalue().strip()
-    assert printed.count('\n') == 1 + sum(len(e.steps) for e in paper.EXPERIMENTS)
+    assert printed.count('| MAML |') == 2 and '| inner steps | MAML | pretrained |' in printed
     assert readme_results_table() == printed
 
 
@@ -604,7 +607,7 @@ def test_ctrl_c_during_training_saves_and_ends_without_a_traceback(tmp_path):
     reproduce.py says how to resume, exit status 130. Started as a shell starts a background job
     (SIGINT ignored), so a kill -INT to `python reproduce.py ... &` works too."""
     import signal
-    proc = subprocess.Popen([sys.executable, str(REPO / 'reproduce.py'), 'sinusoid-5shot',
+    proc = subprocess.Popen([sys.executable, str(REPO / 'reproduce.py'), 'sinusoid-5shot-train5',
                              '--logdir=%s' % (tmp_path / 'logs')], cwd=str(tmp_path), env=user_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))

@@ -3,12 +3,12 @@ after 0..10 steps on main.py's 600 test tasks (or more, or validation or trainin
 run's own step size and at others.
 
 main.py's test records only the query accuracy after each step. When a run's
-accuracy falls after the first step (omniglot-5way-5shot-fc, docs/omniglot-5shot-fc.md),
+accuracy falls after the first step (omniglot-5way-5shot-fc-train5, docs/omniglot-5shot-fc.md),
 the support loss tells whether the steps still fit the support set (overfitting
 it) or overshoot (the support loss rises too), and smaller test-time step
 sizes tell whether the fall belongs to the step size.
 
-  python tools/inner_steps.py omniglot-5way-5shot-fc --update_lrs 0.4,0.2,0.1
+  python tools/inner_steps.py omniglot-5way-5shot-fc-train5 --update_lrs 0.4,0.2,0.1
 
 The run is models/<experiment>/ (or --logdir), its latest checkpoint or
 --test_iter's. The tasks are main.py's test tasks: at the run's own step size

@@ -6,7 +6,7 @@ recorded inner step. This prints their means over blocks of iterations, for the
 steps asked: how the steps beyond the trained num_updates evolve while only
 step num_updates is trained (docs/omniglot-5shot-fc.md).
 
-  python tools/training_curves.py models/omniglot-5way-5shot-fc --block 5000 --steps 1,2,3,10
+  python tools/training_curves.py models/omniglot-5way-5shot-fc-train5 --block 5000 --steps 1,2,3,10
 
 Accuracies in %; losses as main.py logs them (the reference's scaling: a
 task's summed cross-entropy over its queries divided by K, averaged over tasks).
