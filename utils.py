@@ -23,13 +23,19 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 # machine without one: notices, and a cuInit failure logged at error level.
 # TF_CPP_MIN_LOG_LEVEL cannot hide the notices (they come before its logging
 # is set up) and would hide real errors with the cuInit line, so the start-up
-# output is filtered line by line instead.
+# output is filtered line by line instead. The wording differs between
+# TensorFlow versions: the list holds that of every version tested (docs/tests.md).
 STARTUP_CHATTER = (
     'All log messages before absl::InitializeLog() is called',
     'oneDNN custom operations are on',
     'Could not find cuda drivers on your machine',
     'This TensorFlow binary is optimized to use available CPU instructions',
     'To enable the following instructions:',
+    # 2.16: its CUDA plugins register twice, harmlessly, and it looks for TensorRT, which MAML never uses
+    'Unable to register cuFFT factory: Attempting to register factory for plugin cuFFT when one has already',
+    'Unable to register cuDNN factory: Attempting to register factory for plugin cuDNN when one has already',
+    'Unable to register cuBLAS factory: Attempting to register factory for plugin cuBLAS when one has already',
+    'TF-TRT Warning: Could not find TensorRT',
 )
 NO_DRIVER = 'Could not find cuda drivers on your machine'
 CUINIT_FAILED = 'failed call to cuInit'
