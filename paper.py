@@ -116,7 +116,7 @@ OMNIGLOT_5SHOT_PROTOCOL = 'the 1-shot model, evaluated K=5 (first author, cbfinn
 OMNIGLOT_1SHOT_PROTOCOL = 'trained and evaluated K=1 (the reference\'s command)'
 MINI_PROTOCOL = 'trained and evaluated K=%d, meta-batch %d (paper, appendix A.1)'
 FIRST_ORDER = '; first order: as second order with --stop_grad (no source says otherwise)'
-TRAIN5 = 'trained K=5 and evaluated K=5: not the paper\'s protocol (%s)'
+TRAIN5 = 'trained and evaluated K=5 (%s)'
 
 
 def _classification(name, description, base, k, step, published, fo_published, fo_source=REPTILE, extra='',
@@ -148,7 +148,7 @@ def _omniglot_5shot_trained_at_5(name, description, base, published, extra=''):
     """A run of the 5-shot flags trained at K=5 (the reference's commands with K=5): a variant."""
     return Experiment(name, description + ', trained at K=5', _flags('%s --update_batch_size=5%s' % (base, extra)),
                       (3,), (published,), source=TABLE1, variant=True,
-                      protocol=TRAIN5 % 'the paper\'s figure is of the 1-shot model at K=5')
+                      protocol=TRAIN5 % 'the paper: the 1-shot model at K=5')
 
 
 EXPERIMENTS = [
@@ -177,11 +177,11 @@ EXPERIMENTS = [
     # Variants of the sinusoid figure: trained at K=5, and the reference README's alpha 0.001.
     _sinusoid('sinusoid-5shot-train5', 'Sinusoid regression, K=5, MAML trained at K=5 (alpha 0.01)',
               SINE + ' --metatrain_iterations=70000 --update_batch_size=5 --update_lr=0.01', SINE_MAML_K5,
-              TRAIN5 % 'the paper\'s figure is of the K=10 model', variant=True,
+              TRAIN5 % 'the paper: the K=10 model', variant=True,
               note='the paper gives no CI for the sinusoid MSE'),
     _sinusoid('sinusoid-5shot-train5-alpha0.001', 'Sinusoid regression, K=5, MAML trained at K=5 with the '
               'reference README\'s alpha 0.001', SINE + ' --metatrain_iterations=70000 --update_batch_size=5',
-              SINE_MAML_K5, TRAIN5 % 'and alpha 0.001; the paper\'s figure is of the K=10 model, alpha 0.01',
+              SINE_MAML_K5, 'trained and evaluated K=5, alpha 0.001 (the paper: the K=10 model, alpha 0.01)',
               variant=True, note='update_lr left at its default 0.001, as the reference README\'s command does'),
     _sinusoid('sinusoid-10shot-alpha0.001', 'Sinusoid regression, K=10, MAML, the reference README\'s command',
               SINE + ' --metatrain_iterations=70000 --update_batch_size=10', (None, None, None),
@@ -189,7 +189,7 @@ EXPERIMENTS = [
               note='the reference README\'s sinusoid command, verbatim'),
     _sinusoid('sinusoid-5shot-pretrained-train5', 'Sinusoid regression, K=5, pretrained baseline pretrained at K=5 '
               '(fine-tuned with step 0.01)', SINE_PRE + ' --update_batch_size=5 --update_lr=0.01',
-              SINE_PRETRAINED_K5, TRAIN5 % 'the reference\'s baseline command pretrains with K=10', variant=True,
+              SINE_PRETRAINED_K5, 'pretrained and evaluated K=5 (the reference\'s baseline command: K=10)', variant=True,
               note='pretraining ignores update_lr; 0.01 is the paper\'s fine-tuning step at test time'),
     # Table 1. Omniglot: 1-shot trained and evaluated at K=1; 5-shot is the 1-shot model evaluated at K=5.
     *_classification('omniglot-5way-1shot', 'Omniglot 5-way 1-shot', O5, 1, 3, (98.7, 0.4), (98.3, 0.5),

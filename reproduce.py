@@ -1038,8 +1038,10 @@ def table_cell(row, published):
         return '-'
     paper_text = '(paper %s)' % paper_figure(published)
     if row['ours'] == '-':
+        # an evaluation not made yet: its model's iterations are in that model's own cell (and a model still
+        # training would change them at every checkpoint)
         state = {'no': '', 'training, not tested': ' training %s' % compact_iterations(row['iterations']),
-                 'not evaluated yet': ' its model at %s, not evaluated yet' % compact_iterations(row['iterations'])}
+                 'not evaluated yet': ' not evaluated yet'}
         return '- %s%s' % (paper_text, state[row['model in models/']])
     return '%s %s %s %s' % (row['ours'], paper_text, compact_iterations(row['iterations']), row['verdict'])
 
