@@ -6,6 +6,7 @@ import math
 import os
 import pickle
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -344,3 +345,136 @@ def test_escape_lines_count_per_iteration_and_compare_the_first_group_with_the_o
 def test_the_study_stops_with_an_error_without_the_reference_runs(tmp_path, capsys):
     assert study.main_study(study.parse_args(['--reference', str(tmp_path)])) == 2
     assert capsys.readouterr().err.startswith('Error: no reference run1 checkpoint in %s' % tmp_path)
+
+
+## The paper's protocol: trained at K = 10, tested at K = 5 and K = 10 --------------------------------
+
+REFERENCE10_SEED1 = os.path.join(os.path.dirname(study.REFERENCE_DIR), study.K10_REFERENCE_DIR_NAME, 'seed1')
+
+
+def test_train_k_10_trains_main_py_with_the_papers_k10_flags_in_its_own_folders():
+    command = study.train_command(3, 'logs/x', train_k=10)
+    flags = command[command.index(os.path.join(study.REPO, 'main.py')) + 1:]
+    assert flags == ['--datasource=sinusoid', '--norm=None', '--metatrain_iterations=70000',
+                     '--update_batch_size=10', '--update_lr=0.01', '--seed=3', '--logdir=logs/x']
+    assert study.experiment_dir('logs/x', 10) == os.path.join('logs/x', 'cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm')
+    assert study.experiment_dir('logs/x') == os.path.join('logs/x', 'cls_5.mbs_25.ubs_5.numstep1.updatelr0.01nonorm')
+    assert '--update_batch_size=5' in study.train_command(3, 'logs/x')  # the K=5 study as before
+
+
+def test_train_k_10_defaults_to_its_own_run_folders_and_the_k10_reference_runs():
+    args = study.parse_args(['--train-k', '10'])
+    assert args.logdir == study.K10_LOGDIR != study.DEFAULT_LOGDIR
+    assert args.reference == os.path.join(os.path.dirname(study.REFERENCE_DIR), 'sinusoid10shot')
+    args = study.parse_args([])
+    assert (args.logdir, args.reference) == (study.DEFAULT_LOGDIR, study.REFERENCE_DIR)
+
+
+def test_a_k10_run_already_trained_is_skipped(tmp_path, capsys):
+    exp = study.experiment_dir(str(tmp_path / 'seed4'), 10)
+    os.makedirs(exp)
+    (Path(exp) / 'model-69999.index').write_text('')
+    assert study.train(4, str(tmp_path / 'seed4'), train_k=10) == 0.0
+    assert 'already trained to 70000 iterations' in capsys.readouterr().out
+
+
+def test_blow_ups_and_the_k10_figures_of_one_run():
+    mses = np.full((4, 11), 0.5)
+    mses[:, 0] = [12.0, 0.5, 0.5, 0.5]      # a large step-0 support loss: not a blow-up, but above 10
+    mses[1, 6:] = [150.0, np.inf, np.nan, np.nan, np.nan]   # blows up from step 6
+    mses[2, 3] = 99.0                         # large, not a blow-up; above 10
+    mses[:, 1] = [0.1, 0.2, 0.3, 0.4]
+    assert study.blow_ups(mses).tolist() == [False, True, False, False]
+    f = study.k10_figures(mses)
+    assert f['blowups'] == 1
+    assert f['plain'][0] == pytest.approx(0.25) and not math.isfinite(f['plain'][2])
+    assert f['median'] == (0.25, 0.5, 0.5)
+    assert f['never10'] == (0.4, 0.5, 0.5)       # only task 3 is never above 10 at any step 0..10
+    assert f['without'] == pytest.approx((0.8 / 3, 0.5, 0.5))
+
+
+def test_saved_mses_read_back_per_k(tmp_path):
+    m5, m10 = np.random.RandomState(0).rand(3, 11), np.random.RandomState(1).rand(3, 11)
+    m5[0, 4] = np.inf
+    study.save_mses(str(tmp_path / 'k10' / 'seed0.npz'), {5: m5, 10: m10})
+    back = study.load_mses(str(tmp_path / 'k10' / 'seed0.npz'))
+    assert sorted(back) == [5, 10]
+    np.testing.assert_allclose(back[5], m5, rtol=1e-7)
+    np.testing.assert_allclose(back[10], m10, rtol=1e-7)
+
+
+def test_representative_seed_is_the_median_step1_plain_mean_lower_middle_when_even():
+    figures = {s: {'plain': (v, 1.0, 1.0)} for s, v in {0: 0.70, 1: 0.60, 2: 0.65, 3: 0.90, 4: 0.66}.items()}
+    assert study.representative_seed(figures) == 4          # 0.60 0.65 [0.66] 0.70 0.90
+    del figures[3]
+    assert study.representative_seed(figures) == 2          # 0.60 [0.65] 0.66 0.70
+
+
+def test_reference_task_parameters_are_the_tasks_amplitudes_and_phases():
+    for k in (5, 10):
+        x, y = study.reference_test_tasks(num_tasks=20, k=k)
+        amp, phase = study.reference_task_parameters(20, k)
+        assert x.shape == (20, 2 * k, 1)
+        np.testing.assert_allclose(y[..., 0], amp[:, None] * np.sin(x[..., 0].astype(np.float64) - phase[:, None]),
+                                   atol=1e-5)
+        assert (amp >= 0.1).all() and (amp <= 5).all() and (phase >= 0).all() and (phase <= np.pi).all()
+
+
+def test_k10_reference_check_names_a_run_whose_pkl_differs(tmp_path):
+    mses = np.full((5, 11), 0.3)
+    for k, shift in ((5, 0.0), (10, 0.01)):
+        with open(tmp_path / ('test_ubs%d_stepsize0.01.pkl' % k), 'wb') as f:
+            pickle.dump({'mses': mses + shift}, f)
+    assert study.k10_reference_check('seed9', str(tmp_path), {5: mses}) == []
+    wrong = study.k10_reference_check('seed9', str(tmp_path), {5: mses, 10: mses})
+    assert len(wrong) == 1 and wrong[0].startswith('seed9 K=10: medians 0.300 / 0.300 / 0.300 and 0 blow-ups')
+    blown = mses.copy()
+    blown[0, 3] = np.inf
+    assert study.k10_reference_check('seed9', str(tmp_path), {5: blown})  # same medians, one more blow-up
+
+
+def test_row_verdict_follows_the_rule():
+    agree = {'median': 'Verdict: AGREE', 'never10': 'Verdict: NOT SHOWN TO AGREE (nor to differ)',
+             'plain1': 'Verdict: AGREE', 'share_p': 0.5}
+    assert "THE SAME AS THE REFERENCE'S" in study.row_verdict(agree, False, 30)
+    assert study.row_verdict(agree, True, 9).startswith('PARTIAL, 9 runs.')
+    assert "DIFFERENT" in study.row_verdict(dict(agree, share_p=0.01), False, 30)
+    assert "DIFFERENT" in study.row_verdict(dict(agree, plain1='Verdict: DIFFER'), False, 30)
+    assert "NOT SHOWN" in study.row_verdict(dict(agree, median='Verdict: NOT SHOWN TO AGREE (nor to differ)'), False, 30)
+
+
+def test_compare_on_one_step_only():
+    lines, results = study.compare([(0.6,), (0.7,), (0.8,)], [(0.7,), (0.75,)], steps=(1,))
+    assert list(results) == [1] and len(lines) == 2 and lines[0].startswith('step 1  ours 0.700')
+
+
+def test_blow_up_task_lines_describe_the_tasks_that_blow_up_somewhere():
+    tasks = study.reference_test_tasks(num_tasks=6, k=5)
+    quiet = np.full((6, 11), 0.2)
+    loud = quiet.copy()
+    loud[4, 5:] = np.inf
+    lines = study.blow_up_task_lines({'ours': {0: loud, 1: loud}, 'reference': {'seed1': quiet}}, tasks)
+    assert lines[0].startswith('Tasks that blow up at K=5 in at least one run: 1 of 6.')
+    amp, phase = study.reference_task_parameters(6, 5)
+    assert lines[1].startswith('task   4  ours  2  ref  0  amp %.2f  phase %.2f  x ' % (amp[4], phase[4]))
+    assert lines[2].startswith('tasks blowing up somewhere  n=  1') and lines[3].startswith('all tasks')
+
+
+def test_the_k10_study_stops_with_an_error_without_the_reference_runs(tmp_path, capsys):
+    assert study.main_study(study.parse_args(['--train-k', '10', '--seeds', '', '--reference', str(tmp_path)])) == 2
+    assert capsys.readouterr().err.startswith('Error: no reference run with a checkpoint in %s' % tmp_path)
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(REFERENCE10_SEED1, 'test_ubs5_stepsize0.01.pkl')),
+                    reason='the reference\'s K=10 sinusoid runs are not at %s' % REFERENCE10_SEED1)
+def test_k10_seed1_checkpoint_gives_the_reference_per_task_mses_at_k5_and_k10():
+    """The K=10-trained model tested on K=5 and K=10 tasks, all 600 in one batch, against the
+    reference's own test pkls (seed1 has no blow-up task at either K)."""
+    model = study.build_test_model()
+    study.load_checkpoint(model, REFERENCE10_SEED1)
+    for k in (5, 10):
+        got = study.evaluate_all_tasks(model, *study.reference_test_tasks(k=k))
+        with open(os.path.join(REFERENCE10_SEED1, 'test_ubs%d_stepsize0.01.pkl' % k), 'rb') as f:
+            expected = np.asarray(pickle.load(f)['mses'])
+        assert got.shape == expected.shape == (600, 11)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)

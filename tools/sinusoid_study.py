@@ -9,6 +9,13 @@ reference's runs.
     python tools/sinusoid_study.py --seeds 0-9          # compare only (no training)
     python tools/sinusoid_study.py --seeds 0-9 --curves # the training curves beside the reference's (no test)
     python tools/sinusoid_study.py --seeds 0-29 --ours-from OLD.out  # our runs' figures from an earlier output
+    python tools/sinusoid_study.py --train-k 10 --train 0-29 --no-test  # the paper's protocol: train at K=10
+    python tools/sinusoid_study.py --train-k 10 --seeds 0-29  # test at K=5 and K=10 against ../shared's sinusoid10shot
+
+With --train-k 10 (the paper's own protocol, section 5.1: one model trained at K=10, tested at K=5 for
+Table 2 and at K=10) the runs live in logs/sinusoid-study-k10/, each run's per-task test MSEs are saved
+in docs/sinusoid-study/k10/seedN.npz (a comparison needs no checkpoint once they are there), and the
+comparison follows the rule written in docs/sinusoid-study.md before any run was scored (k10_study).
 
 Why this shape:
 - The test tasks are rebuilt from the reference's recipe instead of taken
@@ -56,6 +63,16 @@ PAPER_FLAGS = ['--datasource=sinusoid', '--norm=None', '--metatrain_iterations=7
                '--update_batch_size=5', '--update_lr=0.01']
 ITERATIONS = 70000
 DEFAULT_LOGDIR = 'logs/sinusoid-study/seed{seed}'
+# The paper's own protocol (section 5.1): trained with K = 10, the same model then tested at K = 5 and 10.
+# Its runs get their own folders, so a K=10 run can never be taken for a K=5 one.
+K10_LOGDIR = 'logs/sinusoid-study-k10/seed{seed}'
+K10_REFERENCE_DIR_NAME = 'sinusoid10shot'
+
+
+def paper_flags(train_k=5):
+    """PAPER_FLAGS with the training K (main.py's --update_batch_size while training)."""
+    return [f if not f.startswith('--update_batch_size=') else '--update_batch_size=%d' % train_k
+            for f in PAPER_FLAGS]
 
 # Beside the project (../shared), found from this file's folder so that it is found in any checkout.
 REFERENCE_DIR = os.path.normpath(os.path.join(REPO, '..', 'shared', 'reference', 'sinusoid5shot'))
@@ -85,11 +102,11 @@ def parse_seeds(text):
     return sorted(seeds)
 
 
-def experiment_dir(logdir):
-    """logdir/<exp_string>: where main.py puts the checkpoints for the paper's flags."""
+def experiment_dir(logdir, train_k=5):
+    """logdir/<exp_string>: where main.py puts the checkpoints for the paper's flags (trained at train_k)."""
     import main
-    # the values main.experiment() derives from PAPER_FLAGS (train_update_* default to the update ones)
-    f = types.SimpleNamespace(num_classes=5, meta_batch_size=25, train_update_batch_size=5, num_updates=1,
+    # the values main.experiment() derives from paper_flags (train_update_* default to the update ones)
+    f = types.SimpleNamespace(num_classes=5, meta_batch_size=25, train_update_batch_size=train_k, num_updates=1,
                               train_update_lr=0.01, num_filters=64, max_pool=False, stop_grad=False,
                               baseline=None, norm='None')
     return os.path.join(logdir, main.experiment_name(f))
@@ -107,11 +124,11 @@ def last_iteration(exp_dir):
 
 ## Training ---------------------------------------------------------------------------------------------
 
-def train_command(seed, logdir, stream='ours'):
-    """main.py with the paper's flags; stream='global' runs it through this script's
-    --main-with-global-stream (see global_stream_generate)."""
+def train_command(seed, logdir, stream='ours', train_k=5):
+    """main.py with the paper's flags (trained at train_k); stream='global' runs it through this
+    script's --main-with-global-stream (see global_stream_generate)."""
     program = [os.path.join(REPO, 'main.py')] if stream == 'ours' else [os.path.abspath(__file__), GLOBAL_STREAM_MODE]
-    return [sys.executable, '-u'] + program + PAPER_FLAGS + ['--seed=%d' % seed, '--logdir=%s' % logdir]
+    return [sys.executable, '-u'] + program + paper_flags(train_k) + ['--seed=%d' % seed, '--logdir=%s' % logdir]
 
 
 ## The reference's task stream, for the experiment that tests whether the stream matters ------------------
@@ -157,7 +174,7 @@ def run_main_with_global_stream(main_argv):
     main.run()
 
 
-def train(seed, logdir, stream='ours'):
+def train(seed, logdir, stream='ours', train_k=5):
     """Train one seed to 70,000 iterations unless done; main.py resumes from its latest checkpoint.
 
     stdout (the reference's 'Iteration N: pre, post' lines) is appended to
@@ -165,13 +182,13 @@ def train(seed, logdir, stream='ours'):
     the training curves can be compared line by line. Returns the wall time
     in seconds (0 when skipped).
     """
-    exp_dir = experiment_dir(logdir)
+    exp_dir = experiment_dir(logdir, train_k)
     done = last_iteration(exp_dir)
     if done >= ITERATIONS - 1:
         print('seed %d: already trained to %d iterations in %s; skipped' % (seed, done + 1, exp_dir), flush=True)
         return 0.0
     os.makedirs(logdir, exist_ok=True)
-    command = train_command(seed, logdir, stream)
+    command = train_command(seed, logdir, stream, train_k)
     print('seed %d: %s%s' % (seed, ' '.join(command[1:]),
                              ' (resuming after iteration %d)' % done if done >= 0 else ''), flush=True)
     start = time.time()
@@ -491,12 +508,12 @@ def welch_difference(a, b, level=0.95):
     return float(a.mean() - b.mean()), float(t_quantile(0.5 + level / 2, df) * se)
 
 
-def compare(ours, reference, name_a='ours', name_b='reference'):
+def compare(ours, reference, name_a='ours', name_b='reference', steps=REPORT_STEPS):
     """Per step: ours' mean of the per-run medians with its 95% t-interval, the reference's mean,
     whether that falls inside, Welch's test and interval of the difference, and the exact
     permutation p. Returns (lines, {step: (inside, difference, Welch p, permutation p)})."""
     lines, results = [], {}
-    for j, step in enumerate(REPORT_STEPS):
+    for j, step in enumerate(steps):
         a = np.array([m[j] for m in ours])
         b = np.array([m[j] for m in reference])
         mean, half = t_interval(a)
@@ -689,10 +706,12 @@ def main_study(args):
         for line in stream_statistics():
             print(line)
         return 0
+    seeds = parse_seeds(args.train or args.seeds)
+    if args.train_k == 10:
+        return k10_study(args, seeds)
     if not os.path.isdir(args.reference) or 'run1' not in reference_runs(args.reference):
         print('Error: no reference run1 checkpoint in %s (--reference)' % args.reference, file=sys.stderr)
         return 2
-    seeds = parse_seeds(args.train or args.seeds)
     if args.curves:
         groups = {'ours': trained_logs(args.logdir, seeds, 'ours')}
         if args.versus:
@@ -769,6 +788,269 @@ def main_study(args):
     return 0
 
 
+## The paper's protocol: trained at K = 10, tested at K = 5 and K = 10 ----------------------------------
+
+BLOW_UP = 100.0  # the reference README's "blow-up": a query MSE at some step 1..10 not finite or above this
+K10_OUTPUTS = os.path.join(REPO, 'docs', 'sinusoid-study', 'k10')
+K10_REFERENCE_CACHE = 'logs/sinusoid-study-k10/reference-evaluated'
+TEST_KS = (5, 10)
+
+
+def evaluate_all_tasks(model, x, y, num_steps=TEST_STEPS):
+    """[tasks, 1 + num_steps] MSEs of all tasks stacked in one batch, as main.py's test now runs the
+    600 sinusoid tasks (TEST_TASKS_PER_BATCH): 40 times faster than one task at a time (evaluate_tasks).
+    K is read from the tasks' 2K points."""
+    k = x.shape[1] // 2
+    batch = (x[:, :k], x[:, k:], y[:, :k], y[:, k:])
+    return model.evaluate_tasks(batch, num_steps)['losses'].numpy().astype(np.float64)
+
+
+def blow_ups(mses):
+    """[tasks] bool: a query MSE at some step 1..10 not finite or above BLOW_UP."""
+    query = np.asarray(mses, dtype=np.float64)[:, 1:]
+    return (~np.isfinite(query) | (query > BLOW_UP)).any(axis=1)
+
+
+def k10_figures(mses):
+    """One run's figures at one K, steps 1/5/10 (see docs/sinusoid-study.md, the rule): blow-up
+    tasks, the plain mean (inf or nan when a task blows up), the median (a non-finite MSE the worst),
+    the mean of the tasks never above 10 (summarize's mean_others) and the mean without the blow-ups."""
+    m = np.asarray(mses, dtype=np.float64)
+    s, bad, steps = summarize(m), blow_ups(m), list(REPORT_STEPS)
+    with np.errstate(all='ignore'):
+        plain = tuple(float(v) for v in m[:, steps].mean(axis=0))
+    return {'blowups': int(bad.sum()), 'plain': plain, 'median': tuple(float(v) for v in s['median']),
+            'never10': tuple(float(v) for v in s['mean_others']),
+            'without': tuple(float(v) for v in m[~bad][:, steps].mean(axis=0)), 'divergent': s['divergent']}
+
+
+def fmtg(values):
+    """Steps' values as the reference README prints them: 3 decimals, 1.2e+05 when large, inf/nan."""
+    return ' / '.join('inf/nan' if not math.isfinite(v) else '%.1e' % v if v >= 1000 else '%.3f' % v
+                      for v in values)
+
+
+def k10_line(name, by_k):
+    """One run's line: per K, blow-up tasks, plain mean, median, mean of the tasks never above 10."""
+    return '%-16s ' % name + '   '.join(
+        'K=%d %3d | %-27s | %-21s | %-21s' % (k, f['blowups'], fmtg(f['plain']), fmtg(f['median']),
+                                                 fmtg(f['never10'])) for k, f in sorted(by_k.items()))
+
+
+def save_mses(path, mses_by_k):
+    """Per-task MSEs of one run (float32, the precision they were computed in), one array per K."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez_compressed(path, **{'k%d' % k: np.asarray(m, dtype=np.float32) for k, m in mses_by_k.items()})
+
+
+def load_mses(path):
+    with np.load(path) as f:
+        return {int(name[1:]): f[name].astype(np.float64) for name in f.files}
+
+
+def k10_reference_check(run, folder, mses_by_k):
+    """What in our evaluation of a reference run differs from its own test pkls (medians to the
+    third decimal, blow-up count); [] when nothing does."""
+    import pickle
+    wrong = []
+    for k, mses in mses_by_k.items():
+        path = os.path.join(folder, 'test_ubs%d_stepsize0.01.pkl' % k)
+        if not os.path.exists(path):
+            wrong.append('%s: no %s' % (run, path))
+            continue
+        with open(path, 'rb') as f:
+            theirs = k10_figures(np.asarray(pickle.load(f)['mses']))
+        ours = k10_figures(mses)
+        if any(abs(a - b) > 0.0005 for a, b in zip(ours['median'], theirs['median'])) \
+                or ours['blowups'] != theirs['blowups']:
+            wrong.append('%s K=%d: medians %s and %d blow-ups, its pkl %s and %d'
+                         % (run, k, fmt3(ours['median']), ours['blowups'], fmt3(theirs['median']), theirs['blowups']))
+    return wrong
+
+
+def k10_study(args, seeds):
+    """The paper's protocol: train at K=10 (--train), then test our runs and the reference's at K=5
+    and K=10 on the reference's tasks and compare them by the rule in docs/sinusoid-study.md."""
+    if args.train:
+        total = time.time()
+        for seed in seeds:
+            train(seed, args.logdir.format(seed=seed), args.stream, train_k=10)
+        print('training: %.0f s in all' % (time.time() - total), flush=True)
+        if args.no_test:
+            return 0
+    if not os.path.isdir(args.reference) or not reference_runs(args.reference):
+        print('Error: no reference run with a checkpoint in %s (--reference)' % args.reference, file=sys.stderr)
+        return 2
+    tasks = {k: reference_test_tasks(k=k) for k in TEST_KS}
+    model = []  # built on first use: a run whose per-task MSEs are saved needs no TensorFlow
+
+    def evaluate(directory):
+        if not model:
+            model.append(build_test_model())
+        load_checkpoint(model[0], directory)
+        return {k: evaluate_all_tasks(model[0], *tasks[k]) for k in TEST_KS}
+
+    print('Test: the reference\'s 600 tasks with 2K points, K=5 and K=10, 10 inner steps at alpha 0.01, float32.')
+    print('Per K: blow-up tasks (query MSE at a step 1..10 not finite or above %g) | plain mean 1/5/10 | '
+          'median 1/5/10 | mean of the tasks never above 10, 1/5/10\n' % BLOW_UP)
+    reference = {}
+    for run in reference_runs(args.reference):
+        folder = os.path.join(args.reference, run)
+        cached = os.path.join(args.k10_cache, run + '.npz')
+        mses = load_mses(cached) if os.path.exists(cached) else evaluate(folder)
+        wrong = k10_reference_check(run, folder, mses)
+        if wrong:
+            print('Error: our evaluation does not reproduce the reference\'s own test output: %s' % '; '.join(wrong),
+                  file=sys.stderr)
+            return 2
+        if not os.path.exists(cached):
+            save_mses(cached, mses)
+        reference[run] = {k: k10_figures(m) for k, m in mses.items()}
+        print(k10_line('reference ' + run, reference[run]), flush=True)
+    print('%-16s (checked: every reference run\'s medians at K=5 and K=10 are its own pkl\'s to the third '
+          'decimal, and its blow-up counts the same)' % '')
+    ours, task_mses = {}, {'ours': {}, 'reference': {}}
+    for seed in seeds:
+        saved = os.path.join(args.k10_outputs, 'seed%d.npz' % seed)
+        if not os.path.exists(saved):
+            exp_dir = experiment_dir(args.logdir.format(seed=seed), 10)
+            if last_iteration(exp_dir) < ITERATIONS - 1:
+                print('%-16s not trained to %d iterations (%s) and no %s; left out'
+                      % ('ours seed %d' % seed, ITERATIONS, exp_dir, saved))
+                continue
+            save_mses(saved, evaluate(exp_dir))
+        mses = load_mses(saved)
+        task_mses['ours'][seed] = mses[5]
+        ours[seed] = {k: k10_figures(m) for k, m in mses.items()}
+        print(k10_line('ours seed %d' % seed, ours[seed]), flush=True)
+    for run in reference:
+        task_mses['reference'][run] = load_mses(os.path.join(args.k10_cache, run + '.npz'))[5]
+    if len(ours) < 2:
+        print('fewer than two of our runs: no comparison')
+        return 0
+    partial = len(ours) < 30
+    print('\n%sOur %d runs (seeds %s) against the reference\'s %d.'
+          % ('PARTIAL (%d of the 30 seeds): ' % len(ours) if partial else '', len(ours),
+             ','.join(map(str, sorted(ours))), len(reference)))
+    row = {}
+    for k in TEST_KS:
+        lines, results = k10_comparison(list(ours.values()), list(reference.values()), k)
+        for line in lines:
+            print(line)
+        row[k] = results
+    print('\n' + row_verdict(row[5], partial, len(ours)))
+    print('\nRepresentative run (the rule: the K=5 step-1 plain mean closest to the median of our runs, the '
+          'lower middle one when even): seed %d' % representative_seed({s: f[5] for s, f in ours.items()}))
+    print()
+    for line in blow_up_task_lines(task_mses, tasks[5]):
+        print(line)
+    return 0
+
+
+def k10_comparison(ours, reference, k):
+    """Lines and {statistic: verdict or p} of the comparison at one K (the rule's items 1-3)."""
+    a = [r[k] for r in ours]
+    b = [r[k] for r in reference]
+    lines = ['', '== K=%d ==' % k]
+    has_a = np.array([f['blowups'] > 0 for f in a], dtype=np.float64)
+    has_b = np.array([f['blowups'] > 0 for f in b], dtype=np.float64)
+    share_p = permutation_p(has_a, has_b)
+    count_a = np.array([f['blowups'] for f in a], dtype=np.float64)
+    count_b = np.array([f['blowups'] for f in b], dtype=np.float64)
+    lines.append('runs with blow-up tasks: ours %d of %d (%.0f%%), reference %d of %d (%.0f%%); permutation p=%.3f'
+                 % (has_a.sum(), len(a), 100 * has_a.mean(), has_b.sum(), len(b), 100 * has_b.mean(), share_p))
+    lines.append('blow-up tasks per run: ours median %g, range %d-%d, mean %.2f; reference median %g, range %d-%d, '
+                 'mean %.2f; permutation p of the means=%.3f'
+                 % (np.median(count_a), count_a.min(), count_a.max(), count_a.mean(), np.median(count_b),
+                    count_b.min(), count_b.max(), count_b.mean(), permutation_p(count_a, count_b)))
+    results = {'share_p': share_p}
+    lines.append('plain mean, step 1 (finite in %d of ours, %d of the reference):'
+                 % (sum(math.isfinite(f['plain'][0]) for f in a), sum(math.isfinite(f['plain'][0]) for f in b)))
+    finite = all(math.isfinite(f['plain'][0]) for f in a + b)
+    if finite:
+        cmp_lines, res = compare([(f['plain'][0],) for f in a], [(f['plain'][0],) for f in b], steps=(1,))
+        lines += cmp_lines + ['  ' + verdict(res, len(a), len(b))]
+        results['plain1'] = verdict(res, len(a), len(b)).split('.')[0]
+    for j, step in list(enumerate(REPORT_STEPS))[1:]:
+        va = np.array([f['plain'][j] for f in a])
+        vb = np.array([f['plain'][j] for f in b])
+        usable = lambda v: int((np.isfinite(v) & (v < 1000)).sum())  # noqa: E731
+        lines.append('plain mean, step %d: finite and below 1000 in %d of %d of ours, %d of %d of the reference; '
+                     'median over runs (inf/nan the worst) ours %s, reference %s'
+                     % (step, usable(va), len(va), usable(vb), len(vb),
+                        fmtg([np.median(np.where(np.isfinite(va), va, np.inf))]),
+                        fmtg([np.median(np.where(np.isfinite(vb), vb, np.inf))])))
+    for key, title in (('median', 'per-run median'), ('never10', 'per-run mean of the tasks never above 10')):
+        lines.append('%s, steps 1/5/10:' % title)
+        cmp_lines, res = compare([f[key] for f in a], [f[key] for f in b])
+        text = verdict(res, len(a), len(b))
+        lines += cmp_lines + ['  ' + text]
+        results[key] = text.split('.')[0]
+    return lines, results
+
+
+def row_verdict(results, partial, n):
+    """The rule's answer for the K=5 row: the same as the reference, different, or not shown."""
+    secondary = [results.get('never10', ''), results.get('plain1', '')]
+    differs = (results['median'].endswith('DIFFER') or any(v.endswith('DIFFER') for v in secondary)
+               or results['share_p'] < 0.05)
+    same = (results['median'].endswith('AGREE') and not differs)
+    answer = ('THE SAME AS THE REFERENCE\'S' if same else 'DIFFERENT FROM THE REFERENCE\'S' if differs
+              else 'NOT SHOWN TO BE THE SAME (nor to differ)')
+    return ('%sThe K=5 row, by the rule: %s (median: %s; mean of the tasks never above 10: %s; step-1 plain mean: '
+            '%s; share of runs with blow-ups: permutation p=%.3f)'
+            % ('PARTIAL, %d runs. ' % n if partial else '', answer, results['median'], results.get('never10', '-'),
+               results.get('plain1', '-'), results['share_p']))
+
+
+def representative_seed(figures):
+    """The rule's run to release: {seed: K=5 figures} -> the seed whose step-1 plain mean is the
+    median of the runs' (odd count: the middle run; even: the lower of the two middle ones)."""
+    ranked = sorted(figures, key=lambda s: (figures[s]['plain'][0], s))
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def blow_up_task_lines(task_mses, tasks, k=5):
+    """Which test tasks blow up at K (descriptive): for every task that blows up in at least one run,
+    its amplitude, phase and support x-positions, in how many runs of each group; then the same
+    figures over the tasks that blow up somewhere against all tasks."""
+    x, _ = tasks
+    amp, phase = reference_task_parameters(len(x), k)
+    support = np.sort(x[:, :k, 0].astype(np.float64), axis=1)
+    span = support[:, -1] - support[:, 0]
+    gap = np.diff(np.concatenate([np.full((len(x), 1), -5.0), support, np.full((len(x), 1), 5.0)], axis=1),
+                  axis=1).max(axis=1)
+    left = (support < 0).sum(axis=1)
+    counts = {g: np.sum([blow_ups(m) for m in runs.values()], axis=0) if runs else np.zeros(len(x), int)
+              for g, runs in task_mses.items()}
+    hit = np.flatnonzero(sum(counts.values()) > 0)
+    lines = ['Tasks that blow up at K=%d in at least one run: %d of %d. Per task: runs (ours of %d, reference of %d), '
+             'amplitude, phase, the %d support x (sorted), span, largest gap in [-5, 5], points left of 0:'
+             % (k, len(hit), len(x), len(task_mses['ours']), len(task_mses['reference']), k)]
+    for i in hit[np.argsort(-(counts['ours'] + counts['reference'])[hit], kind='stable')]:
+        lines.append('task %3d  ours %2d  ref %2d  amp %.2f  phase %.2f  x %s  span %.2f  gap %.2f  left %d'
+                     % (i, counts['ours'][i], counts['reference'][i], amp[i], phase[i],
+                        ' '.join('%+.2f' % v for v in support[i]), span[i], gap[i], left[i]))
+    for name, sel in (('tasks blowing up somewhere', hit), ('all tasks', np.arange(len(x)))):
+        lines.append('%-27s n=%3d  amplitude median %.2f [quartiles %.2f, %.2f]  span median %.2f [%.2f, %.2f]  '
+                     'largest gap median %.2f  all %d points on one side of 0: %d%%'
+                     % (name, len(sel), np.median(amp[sel]), *np.percentile(amp[sel], [25, 75]),
+                        np.median(span[sel]), *np.percentile(span[sel], [25, 75]), np.median(gap[sel]), k,
+                        100 * np.mean((left[sel] == 0) | (left[sel] == k)) if len(sel) else 0))
+    return lines
+
+
+def reference_task_parameters(num_tasks=NUM_TASKS, k=K):
+    """(amplitudes, phases) of the reference's test tasks, drawn as reference_test_tasks draws them."""
+    rs = np.random.RandomState(1)
+    amps, phases = [], []
+    for _ in range(num_tasks):
+        amps.append(rs.uniform(0.1, 5.0, [1])[0])
+        phases.append(rs.uniform(0, np.pi, [1])[0])
+        rs.uniform(-5.0, 5.0, [2 * k, 1])
+    return np.array(amps), np.array(phases)
+
+
 def test_reference(model, x, y, directory):
     """Test every reference run in directory with our evaluation; print its line; return
     {run: {'median', 'train_post', 'escape'}}, or None (with an Error line) when our evaluation
@@ -841,8 +1123,8 @@ def parse_args(argv):
                         'where not done yet, then evaluate them')
     parser.add_argument('--seeds', metavar='SEEDS', default='0-9', help='seeds to evaluate without training '
                         '(default 0-9; ignored with --train)')
-    parser.add_argument('--logdir', default=DEFAULT_LOGDIR, help='run folder per seed; {seed} is replaced '
-                        '(default %s)' % DEFAULT_LOGDIR.replace('%', '%%'))
+    parser.add_argument('--logdir', help='run folder per seed; {seed} is replaced (default %s, or %s with '
+                        '--train-k 10)' % (DEFAULT_LOGDIR, K10_LOGDIR))
     parser.add_argument('--stream', choices=('ours', 'global'), default='ours',
                         help='task stream of the training runs: ours (main.py as is) or global (one numpy stream '
                         'in the reference\'s order, see global_stream_generate; give it its own --logdir)')
@@ -854,13 +1136,28 @@ def parse_args(argv):
                         'against SPEC.md\'s distributions (stream_statistics) and exit')
     parser.add_argument('--curves', action='store_true', help='only print the training curves of --seeds '
                         '(and --versus) beside the reference runs\' (curve_lines) and exit')
+    parser.add_argument('--train-k', type=int, choices=(5, 10), default=5,
+                        help='K the runs are trained with: 5 (the study of 2026-12-02) or 10, the paper\'s '
+                        'protocol, tested at K=5 and K=10 against ../shared/reference/%s (k10_study; '
+                        '--logdir then defaults to %s)' % (K10_REFERENCE_DIR_NAME, K10_LOGDIR))
+    parser.add_argument('--k10-outputs', default=K10_OUTPUTS, help='with --train-k 10: where our runs\' per-task '
+                        'MSEs are saved (seedN.npz) and read back (default %(default)s)')
+    parser.add_argument('--k10-cache', default=K10_REFERENCE_CACHE, help='with --train-k 10: our evaluation of '
+                        'the reference\'s runs, kept so a second comparison need not test them again (default '
+                        '%(default)s)')
     parser.add_argument('--no-test', action='store_true', help='with --train: train only, compare later')
     parser.add_argument('--ours-from', metavar='FILE', help='take our runs\' figures (--seeds) from the '
                         '"ours seed N" lines of an earlier output instead of testing their checkpoints')
     parser.add_argument('--versus-from', metavar='FILE', help='the same for the --versus-name group')
-    parser.add_argument('--reference', default=REFERENCE_DIR, help='folder holding the reference\'s runs '
-                        '(run1/, run2/, seedN/; default %(default)s)')
-    return parser.parse_args(argv)
+    parser.add_argument('--reference', help='folder holding the reference\'s runs (run1/, run2/, seedN/; default '
+                        '%s, or its sibling %s with --train-k 10)' % (REFERENCE_DIR, K10_REFERENCE_DIR_NAME))
+    args = parser.parse_args(argv)
+    if args.logdir is None:
+        args.logdir = K10_LOGDIR if args.train_k == 10 else DEFAULT_LOGDIR
+    if args.reference is None:
+        args.reference = (os.path.join(os.path.dirname(REFERENCE_DIR), K10_REFERENCE_DIR_NAME) if args.train_k == 10
+                          else REFERENCE_DIR)
+    return args
 
 
 if __name__ == '__main__':
