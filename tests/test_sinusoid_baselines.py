@@ -27,6 +27,14 @@ def test_a_task_is_listed_when_some_step_after_adaptation_exceeds_the_threshold(
     np.testing.assert_array_equal(sb.first_step_above(m, 10), [0, 3, 0, 0, 10, 0])
 
 
+def test_a_task_whose_mse_is_nan_or_inf_is_listed():
+    m = mses_with({0: [0.01, 1, 1e30, np.inf, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan],
+                   2: [0.01] * 5 + [np.nan] * 6})
+    np.testing.assert_array_equal(sb.diverging(m, 10), [True, False, True, False, False, False])
+    np.testing.assert_array_equal(sb.diverging(m, 10, growth=2), [True, False, True, False, False, False])
+    np.testing.assert_array_equal(sb.first_step_above(m, 10), [2, 0, 5, 0, 0, 0])
+
+
 def test_growth_also_asks_the_mse_to_rise_that_much_after_step_1():
     rising = [3, 2, 2.5, 5, 5, 5, 5, 5, 5, 5, 5]          # 2.5 x its step-1 MSE
     high_but_falling = [30, 20, 15, 12, 11, 11, 11, 11, 11, 11, 11]

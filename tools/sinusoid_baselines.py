@@ -119,16 +119,16 @@ def reference_tasks(num_tasks, k):
 
 def diverging(mses, above=10.0, growth=None):
     """Boolean [tasks]: the query MSE exceeds `above` at some step 1..10 (and, with growth, its
-    largest MSE after step 1 exceeds growth times its step-1 MSE)."""
-    hit = mses[:, 1:].max(axis=1) > above
+    largest MSE after step 1 exceeds growth times its step-1 MSE); nan and inf count as above."""
+    hit = ~(mses[:, 1:] <= above).all(axis=1)  # written so that a nan or inf MSE counts as above
     if growth is not None:
-        hit &= mses[:, 2:].max(axis=1) > growth * mses[:, 1]
+        hit &= ~(mses[:, 2:] <= growth * mses[:, 1:2]).all(axis=1)
     return hit
 
 
 def first_step_above(mses, above):
     """[tasks]: the first step 1..10 whose MSE exceeds `above`, 0 for none."""
-    over = mses[:, 1:] > above
+    over = ~(mses[:, 1:] <= above)  # nan counts as above
     return np.where(over.any(axis=1), over.argmax(axis=1) + 1, 0)
 
 
@@ -200,7 +200,7 @@ def report(args, mses, x, amp, phase, lam=None):
     lines.append('step       ' + ' '.join('%8d' % s for s in range(STEPS + 1)))
     lines.append('mean       ' + fmt(mses.mean(axis=0)))
     lines.append('median     ' + fmt(np.median(mses, axis=0)))
-    lines.append('tasks > %-3g' % args.above + ' '.join('%8d' % c for c in (mses > args.above).sum(axis=0)))
+    lines.append('tasks > %-3g' % args.above + ' '.join('%8d' % c for c in (~(mses <= args.above)).sum(axis=0)))
     rule = 'MSE above %g at some step 1..10' % args.above
     if args.growth is not None:
         rule += ' and largest MSE after step 1 above %g x the step-1 MSE' % args.growth
@@ -211,7 +211,8 @@ def report(args, mses, x, amp, phase, lam=None):
     if hit.any():
         lines.append('Mean over the other %d tasks: %s' % ((~hit).sum(), fmt(mses[~hit].mean(axis=0), '%.3f')) if (~hit).any() else '')
     support = np.sort(x[:, :k].astype(np.float64), axis=1)
-    order = np.flatnonzero(hit)[np.argsort(-mses[hit, 1:].max(axis=1), kind='stable')]
+    peak = np.nan_to_num(mses[:, 1:], nan=np.inf).max(axis=1)
+    order = np.flatnonzero(hit)[np.argsort(-peak[hit], kind='stable')]
     shown = order if args.top == 0 else order[:args.top]
     if len(shown):
         lines.append('task  amp   phase  support x (sorted)%s  first peak  MSE at steps 0..10'
@@ -219,7 +220,7 @@ def report(args, mses, x, amp, phase, lam=None):
         for i in shown:
             lines.append('%4d  %.2f  %.2f   %s  %5d %4d  %s%s' % (
                 i, amp[i], phase[i], ' '.join('%+5.2f' % v for v in support[i]), first_step_above(mses[i:i + 1], args.above)[0],
-                int(np.argmax(mses[i, 1:])) + 1, fmt(mses[i], '%.3g'), '   %.0f' % lam[i] if lam is not None else ''))
+                int(np.argmax(np.nan_to_num(mses[i, 1:], nan=np.inf))) + 1, fmt(mses[i], '%.3g'), '   %.0f' % lam[i] if lam is not None else ''))
         if len(order) > len(shown):
             lines.append('(%d more; --top 0 lists all)' % (len(order) - len(shown)))
     for name, sel in (('listed tasks', hit), ('all tasks', np.ones(n, bool))):
