@@ -458,6 +458,7 @@ def test_blow_up_task_lines_describe_the_tasks_that_blow_up_somewhere():
     amp, phase = study.reference_task_parameters(6, 5)
     assert lines[1].startswith('task   4  ours  2  ref  0  amp %.2f  phase %.2f  x ' % (amp[4], phase[4]))
     assert lines[2].startswith('tasks blowing up somewhere  n=  1') and lines[3].startswith('all tasks')
+    assert lines[4].startswith('blow-ups (task x run)       n=  2  amplitude median %.2f' % amp[4])  # once per run
 
 
 def test_the_k10_study_stops_with_an_error_without_the_reference_runs(tmp_path, capsys):

@@ -1021,22 +1021,27 @@ def blow_up_task_lines(task_mses, tasks, k=5):
     gap = np.diff(np.concatenate([np.full((len(x), 1), -5.0), support, np.full((len(x), 1), 5.0)], axis=1),
                   axis=1).max(axis=1)
     left = (support < 0).sum(axis=1)
+    edge = (np.abs(support) > 4).sum(axis=1)  # near the ends of the input range, where x (and a step's change) is largest
     counts = {g: np.sum([blow_ups(m) for m in runs.values()], axis=0) if runs else np.zeros(len(x), int)
               for g, runs in task_mses.items()}
     hit = np.flatnonzero(sum(counts.values()) > 0)
     lines = ['Tasks that blow up at K=%d in at least one run: %d of %d. Per task: runs (ours of %d, reference of %d), '
-             'amplitude, phase, the %d support x (sorted), span, largest gap in [-5, 5], points left of 0:'
+             'amplitude, phase, the %d support x (sorted), span, largest gap in [-5, 5], points left of 0, '
+             'points with |x| > 4:'
              % (k, len(hit), len(x), len(task_mses['ours']), len(task_mses['reference']), k)]
     for i in hit[np.argsort(-(counts['ours'] + counts['reference'])[hit], kind='stable')]:
-        lines.append('task %3d  ours %2d  ref %2d  amp %.2f  phase %.2f  x %s  span %.2f  gap %.2f  left %d'
+        lines.append('task %3d  ours %2d  ref %2d  amp %.2f  phase %.2f  x %s  span %.2f  gap %.2f  left %d  edge %d'
                      % (i, counts['ours'][i], counts['reference'][i], amp[i], phase[i],
-                        ' '.join('%+.2f' % v for v in support[i]), span[i], gap[i], left[i]))
-    for name, sel in (('tasks blowing up somewhere', hit), ('all tasks', np.arange(len(x)))):
+                        ' '.join('%+.2f' % v for v in support[i]), span[i], gap[i], left[i], edge[i]))
+    # the last line counts each task once per run it blows up in: what a blow-up typically looks like
+    runs_hit = (sum(counts.values()))[hit]
+    for name, sel in (('tasks blowing up somewhere', hit), ('all tasks', np.arange(len(x))),
+                      ('blow-ups (task x run)', np.repeat(hit, runs_hit))):
         lines.append('%-27s n=%3d  amplitude median %.2f [quartiles %.2f, %.2f]  span median %.2f [%.2f, %.2f]  '
-                     'largest gap median %.2f  all %d points on one side of 0: %d%%'
+                     'largest gap median %.2f  all %d points on one side of 0: %d%%  3 or more with |x| > 4: %d%%'
                      % (name, len(sel), np.median(amp[sel]), *np.percentile(amp[sel], [25, 75]),
                         np.median(span[sel]), *np.percentile(span[sel], [25, 75]), np.median(gap[sel]), k,
-                        100 * np.mean((left[sel] == 0) | (left[sel] == k)) if len(sel) else 0))
+                        100 * np.mean((left[sel] == 0) | (left[sel] == k)), 100 * np.mean(edge[sel] >= 3)))
     return lines
 
 
@@ -1118,7 +1123,8 @@ def test_group(model, x, y, logdir_template, seeds, label):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    import user_errors  # tools/: a usage error in one line 'Error: ...', exit status 2
+    parser = user_errors.ArgumentParser(description=__doc__.split('\n')[0], script=__file__)
     parser.add_argument('--train', metavar='SEEDS', help='train these seeds (e.g. 0-9) to 70,000 iterations '
                         'where not done yet, then evaluate them')
     parser.add_argument('--seeds', metavar='SEEDS', default='0-9', help='seeds to evaluate without training '
@@ -1152,6 +1158,14 @@ def parse_args(argv):
     parser.add_argument('--reference', help='folder holding the reference\'s runs (run1/, run2/, seedN/; default '
                         '%s, or its sibling %s with --train-k 10)' % (REFERENCE_DIR, K10_REFERENCE_DIR_NAME))
     args = parser.parse_args(argv)
+    for option in ('train', 'seeds', 'versus_seeds'):  # said now, not after a model is built
+        try:
+            parse_seeds(getattr(args, option) or '')
+        except ValueError:
+            parser.error('--%s %s: seeds as 0-9 or 0,3,5-7' % (option.replace('_', '-'), getattr(args, option)))
+    for option in ('ours_from', 'versus_from'):
+        if getattr(args, option) and not os.path.isfile(getattr(args, option)):
+            parser.error('--%s %s: no such file' % (option.replace('_', '-'), getattr(args, option)))
     if args.logdir is None:
         args.logdir = K10_LOGDIR if args.train_k == 10 else DEFAULT_LOGDIR
     if args.reference is None:
@@ -1164,4 +1178,5 @@ if __name__ == '__main__':
     if sys.argv[1:2] == [GLOBAL_STREAM_MODE]:
         run_main_with_global_stream(sys.argv[2:])
     else:
-        sys.exit(main_study(parse_args(sys.argv[1:])))
+        import user_errors  # tools/: a missing file in one line 'Error: ...', exit status 2
+        sys.exit(user_errors.run(lambda: main_study(parse_args(sys.argv[1:]))))
