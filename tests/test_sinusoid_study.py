@@ -479,3 +479,15 @@ def test_k10_seed1_checkpoint_gives_the_reference_per_task_mses_at_k5_and_k10():
             expected = np.asarray(pickle.load(f)['mses'])
         assert got.shape == expected.shape == (600, 11)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_k10_training_skips_a_seed_whose_test_mses_are_saved_and_trains_the_others(tmp_path, monkeypatch, capsys):
+    """Run folders do not outlive a session; the saved per-task MSEs do: a seed with them is not trained again."""
+    outputs = tmp_path / 'k10'
+    study.save_mses(str(outputs / 'seed3.npz'), {5: np.zeros((2, 11)), 10: np.zeros((2, 11))})
+    trained = []
+    monkeypatch.setattr(study, 'train', lambda seed, logdir, stream='ours', train_k=5: trained.append((seed, train_k)))
+    args = study.parse_args(['--train-k', '10', '--train', '3-4', '--no-test', '--k10-outputs', str(outputs)])
+    assert study.main_study(args) == 0
+    assert trained == [(4, 10)]
+    assert 'seed 3: trained and tested already (%s); skipped' % (outputs / 'seed3.npz') in capsys.readouterr().out

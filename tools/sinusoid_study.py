@@ -871,16 +871,6 @@ def k10_reference_check(run, folder, mses_by_k):
 def k10_study(args, seeds):
     """The paper's protocol: train at K=10 (--train), then test our runs and the reference's at K=5
     and K=10 on the reference's tasks and compare them by the rule in docs/sinusoid-study.md."""
-    if args.train:
-        total = time.time()
-        for seed in seeds:
-            train(seed, args.logdir.format(seed=seed), args.stream, train_k=10)
-        print('training: %.0f s in all' % (time.time() - total), flush=True)
-        if args.no_test:
-            return 0
-    if not os.path.isdir(args.reference) or not reference_runs(args.reference):
-        print('Error: no reference run with a checkpoint in %s (--reference)' % args.reference, file=sys.stderr)
-        return 2
     tasks = {k: reference_test_tasks(k=k) for k in TEST_KS}
     model = []  # built on first use: a run whose per-task MSEs are saved needs no TensorFlow
 
@@ -889,6 +879,26 @@ def k10_study(args, seeds):
             model.append(build_test_model())
         load_checkpoint(model[0], directory)
         return {k: evaluate_all_tasks(model[0], *tasks[k]) for k in TEST_KS}
+
+    if args.train:
+        total = time.time()
+        for seed in seeds:
+            saved = os.path.join(args.k10_outputs, 'seed%d.npz' % seed)
+            # its test MSEs are what the study keeps (run folders do not outlive a session): a seed with
+            # them is done, even on a machine where its run folder is gone
+            if os.path.exists(saved):
+                print('seed %d: trained and tested already (%s); skipped' % (seed, saved), flush=True)
+                continue
+            train(seed, args.logdir.format(seed=seed), args.stream, train_k=10)
+            if not args.no_test:  # at once, so that a finished seed's figures are saved before the next one
+                save_mses(saved, evaluate(experiment_dir(args.logdir.format(seed=seed), 10)))
+                print('seed %d: tested, per-task MSEs in %s' % (seed, saved), flush=True)
+        print('training: %.0f s in all' % (time.time() - total), flush=True)
+        if args.no_test:
+            return 0
+    if not os.path.isdir(args.reference) or not reference_runs(args.reference):
+        print('Error: no reference run with a checkpoint in %s (--reference)' % args.reference, file=sys.stderr)
+        return 2
 
     print('Test: the reference\'s 600 tasks with 2K points, K=5 and K=10, 10 inner steps at alpha 0.01, float32.')
     print('Per K: blow-up tasks (query MSE at a step 1..10 not finite or above %g) | plain mean 1/5/10 | '
