@@ -491,3 +491,12 @@ def test_k10_training_skips_a_seed_whose_test_mses_are_saved_and_trains_the_othe
     assert study.main_study(args) == 0
     assert trained == [(4, 10)]
     assert 'seed 3: trained and tested already (%s); skipped' % (outputs / 'seed3.npz') in capsys.readouterr().out
+
+
+def test_keep_run_saves_the_mses_and_the_training_log_beside_them(tmp_path):
+    run = tmp_path / 'seed2'
+    run.mkdir()
+    write_train_log(run / 'train_log.txt', lambda itr: 0.5)
+    study.keep_run(str(tmp_path / 'k10' / 'seed2.npz'), {5: np.ones((2, 11)), 10: np.ones((2, 11))}, str(run))
+    assert sorted(study.load_mses(str(tmp_path / 'k10' / 'seed2.npz'))) == [5, 10]
+    assert (tmp_path / 'k10' / 'seed2_train_log.txt').read_text() == (run / 'train_log.txt').read_text()

@@ -843,6 +843,16 @@ def save_mses(path, mses_by_k):
     np.savez_compressed(path, **{'k%d' % k: np.asarray(m, dtype=np.float32) for k, m in mses_by_k.items()})
 
 
+def keep_run(path, mses_by_k, logdir):
+    """What the study keeps of one of our runs: its per-task MSEs (save_mses) and, beside them, its
+    training log (path without .npz + '_train_log.txt'), for the training curves."""
+    save_mses(path, mses_by_k)
+    log = os.path.join(logdir, 'train_log.txt')
+    if os.path.exists(log):
+        import shutil
+        shutil.copyfile(log, path[:-len('.npz')] + '_train_log.txt')
+
+
 def load_mses(path):
     with np.load(path) as f:
         return {int(name[1:]): f[name].astype(np.float64) for name in f.files}
@@ -891,7 +901,7 @@ def k10_study(args, seeds):
                 continue
             train(seed, args.logdir.format(seed=seed), args.stream, train_k=10)
             if not args.no_test:  # at once, so that a finished seed's figures are saved before the next one
-                save_mses(saved, evaluate(experiment_dir(args.logdir.format(seed=seed), 10)))
+                keep_run(saved, evaluate(experiment_dir(args.logdir.format(seed=seed), 10)), args.logdir.format(seed=seed))
                 print('seed %d: tested, per-task MSEs in %s' % (seed, saved), flush=True)
         print('training: %.0f s in all' % (time.time() - total), flush=True)
         if args.no_test:
@@ -928,7 +938,7 @@ def k10_study(args, seeds):
                 print('%-16s not trained to %d iterations (%s) and no %s; left out'
                       % ('ours seed %d' % seed, ITERATIONS, exp_dir, saved))
                 continue
-            save_mses(saved, evaluate(exp_dir))
+            keep_run(saved, evaluate(exp_dir), args.logdir.format(seed=seed))
         mses = load_mses(saved)
         task_mses['ours'][seed] = mses[5]
         ours[seed] = {k: k10_figures(m) for k, m in mses.items()}
