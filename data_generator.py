@@ -3,6 +3,9 @@
 Sinusoid tasks are drawn on the fly. Omniglot and miniImagenet are read once
 into uint8 arrays (optionally through a cache file next to the data), and
 tasks are sampled from memory, so no training step waits on file reads.
+Classes may hold different numbers of images (a user's own data set prepared
+with `python -m data.prepare folder`); the paper's data sets hold the same
+number in every class and are then kept as one array.
 
 Every batch comes from its own random stream, seeded by (seed, split, index):
 the tasks of iteration 1234 are the same whether or not the run was
@@ -24,7 +27,8 @@ OMNIGLOT_SPLIT_SEED = 1
 MINIIMAGENET_QUERIES = 15  # query examples per class in miniImagenet training
 PREPARE_COMMANDS = {
     'omniglot': 'python -m data.prepare omniglot PATH/TO/omniglot  (the folder holding images_background.zip, images_evaluation.zip)',
-    'miniimagenet': 'python -m data.prepare miniimagenet PATH/TO/miniImagenet  (the folder holding images/ or images.tar.gz and train/val/test.csv)',
+    'miniimagenet': 'python -m data.prepare miniimagenet PATH/TO/miniImagenet  (the folder holding images/ or images.tar.gz and train/val/test.csv),\n'
+                    '  or for your own images: python -m data.prepare folder PATH/TO/class_folders --out DIR, then --data_dir=DIR',
 }
 STREAMS = {'train': 0, 'val': 1, 'test': 2}
 
@@ -81,19 +85,25 @@ def fingerprint(folders, extension):
 
 
 def load_classes(folders, extension, cache_path=None, progress=True):
-    """uint8 array [classes, images_per_class, H, W(, C)] of the given class folders.
+    """The images of the given class folders, class by class.
 
-    With cache_path, the array is kept in an .npy file beside a fingerprint of
-    the folders; a stale or corrupt cache is rebuilt. The cache lives next to
-    the prepared folder, not inside it, so the folder stays exactly the
+    One uint8 array [classes, images_per_class, H, W(, C)] when every class
+    holds the same number of images (the paper's data sets); otherwise a list
+    of one array [images of that class, H, W(, C)] per class. Both index the
+    same way: images[c][i] is image i of class c.
+
+    With cache_path, the images are kept in an .npy file beside a fingerprint
+    of the folders; a stale or corrupt cache is rebuilt. The cache lives next
+    to the prepared folder, not inside it, so the folder stays exactly the
     layout that data.prepare verifies.
     """
     key = fingerprint(folders, extension) if cache_path else None
     if cache_path and os.path.exists(cache_path) and os.path.exists(cache_path + '.json'):
         try:
             with open(cache_path + '.json') as f:
-                if json.load(f).get('fingerprint') == key:
-                    return np.load(cache_path, mmap_mode=None)
+                info = json.load(f)
+            if info.get('fingerprint') == key:
+                return from_cache(np.load(cache_path, mmap_mode=None), info.get('counts'))
         except (OSError, ValueError):
             pass  # unreadable cache: rebuild it below
     classes = []
@@ -101,15 +111,24 @@ def load_classes(folders, extension, cache_path=None, progress=True):
         classes.append(load_class_images(folder, extension))
         if progress and (i + 1) % max(1, len(folders) // 10) == 0:
             print('  loaded %d/%d classes' % (i + 1, len(folders)), file=sys.stderr, flush=True)
-    counts = {c.shape[0] for c in classes}
-    if len(counts) != 1:
-        smallest = min(range(len(classes)), key=lambda i: classes[i].shape[0])
-        raise DataError('classes hold different numbers of images (%s); e.g. %s has %d'
-                        % (sorted(counts), folders[smallest], classes[smallest].shape[0]))
-    images = np.stack(classes)
+    shapes = {c.shape[1:] for c in classes}
+    if len(shapes) > 1:
+        raise DataError('images of different sizes %s in %s' % (sorted(shapes), os.path.dirname(folders[0])))
+    counts = [c.shape[0] for c in classes]
+    images = np.stack(classes) if len(set(counts)) == 1 else classes
     if cache_path:
         write_cache(cache_path, images, key)
     return images
+
+
+def from_cache(array, counts):
+    """The cache's array as load_classes returns it: classes of different sizes are stored
+    end to end, with their counts in the fingerprint file."""
+    if counts is None:
+        return array
+    if sum(counts) != len(array):
+        raise ValueError('cache counts do not match its array')
+    return np.split(array, np.cumsum(counts)[:-1])
 
 
 def write_cache(cache_path, images, key):
@@ -119,6 +138,9 @@ def write_cache(cache_path, images, key):
     cache at once (two trainings started together) do not take each other's
     file. The fingerprint goes last: a reader that sees it sees the array too.
     """
+    counts = None
+    if isinstance(images, list):
+        counts, images = [len(c) for c in images], np.concatenate(images)
     tmp = '%s.%d.tmp.npy' % (cache_path, os.getpid())
     np.save(tmp, images)
     try:
@@ -128,7 +150,7 @@ def write_cache(cache_path, images, key):
     os.replace(tmp, cache_path)
     tmp_json = '%s.json.%d.tmp' % (cache_path, os.getpid())
     with open(tmp_json, 'w') as f:
-        json.dump({'fingerprint': key, 'shape': list(images.shape)}, f)
+        json.dump({'fingerprint': key, 'shape': list(images.shape), 'counts': counts}, f)
     os.replace(tmp_json, cache_path + '.json')
 
 
@@ -150,15 +172,17 @@ def sample_task(rng, class_images, num_classes, num_samples_per_class, rotate):
     Classes get positions 0..N-1 in a random order; each sample index k holds
     one image of every class, in a fresh random class order. With rotate, each
     class is turned by a random multiple of 90 degrees (Omniglot).
+    class_images[c][i] is image i of class c (load_classes); classes may differ
+    in size, and with equal sizes the draws are those of one stacked array.
     """
-    classes = rng.choice(class_images.shape[0], num_classes, replace=False)
-    picks = np.stack([rng.choice(class_images.shape[1], num_samples_per_class, replace=False)
-                      for _ in range(num_classes)])
+    classes = rng.choice(len(class_images), num_classes, replace=False)
+    picks = np.stack([rng.choice(len(class_images[c]), num_samples_per_class, replace=False)
+                      for c in classes])
     rotations = rng.integers(0, 4, num_classes) if rotate else np.zeros(num_classes, int)
     images, labels = [], []
     for k in range(num_samples_per_class):
         for label in rng.permutation(num_classes):
-            image = class_images[classes[label], picks[label, k]]
+            image = class_images[classes[label]][picks[label, k]]
             images.append(np.rot90(image, rotations[label]) if rotations[label] else image)
             labels.append(label)
     return np.stack(images), np.array(labels)
@@ -230,6 +254,8 @@ class DataGenerator:
         images = load_classes(folders, '.png', cache)
         index = {f: i for i, f in enumerate(folders)}
         split = omniglot_split(folders)
+        if isinstance(images, list):  # characters of different sizes
+            return {name: [images[index[f]] for f in members] for name, members in split.items()}
         return {name: images[[index[f] for f in members]] for name, members in split.items()}
 
     def num_classes_in(self, split):

@@ -4,6 +4,7 @@ Run from the repository root:
 
     python -m data.prepare omniglot SRC [--out DIR]        (default DIR: data/omniglot_resized)
     python -m data.prepare miniimagenet SRC [--out DIR]    (default DIR: data/miniImagenet)
+    python -m data.prepare folder SRC --out DIR [--split 0.64,0.16,0.2] [--seed 0]
 
 Omniglot: SRC holds images_background.zip and images_evaluation.zip (or the
 extracted folders images_background/ and images_evaluation/). Every 105x105
@@ -13,6 +14,14 @@ both sets merged.
 miniImagenet: SRC holds train.csv, val.csv, test.csv (header filename,label)
 and images.tar.gz (one folder images/ inside) or the extracted folder images/.
 Every CSV row becomes DIR/<split>/<label>/<filename>, an 84x84 RGB JPEG.
+Where to get both: WHERE_TO_GET below, and docs/data.md.
+
+folder (your own data): SRC holds one folder per class, each holding that
+class's images (.png .jpg .jpeg .bmp .gif, any size and colour mode). The
+classes are split into train/val/test by split_classes() (sorted names,
+shuffled with --seed, then counts or fractions from --split), and every image
+becomes DIR/miniImagenet/<split>/<class>/<name>.jpg, 84x84 RGB JPEG: the
+layout that `python main.py --datasource=miniimagenet --data_dir=DIR` reads.
 
 Design notes:
 - Every output file is written to a temporary name in its own folder and then
@@ -28,7 +37,9 @@ Design notes:
   real counts of the paper's data sets.
 - Input problems raise PrepareError; main() turns it into a one-line message
   (`Error: ...`, as main.py and reproduce.py print theirs) and exit code 2
-  (no traceback).
+  (no traceback). For the paper's data sets a problem with the source also
+  says where to get the right files (WHERE_TO_GET); problems with the output
+  folder (OutputError) do not, the source is not their cause.
 
 Only the standard library and Pillow are used. The source is only read,
 never modified.
@@ -42,7 +53,9 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
+import random
 import sys
 import tarfile
 import time
@@ -51,7 +64,7 @@ import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 OMNIGLOT_SETS = ('images_background', 'images_evaluation')
 OMNIGLOT_SIZE = (28, 28)
@@ -63,6 +76,22 @@ MINI_ARCHIVE = 'images.tar.gz'
 MINI_FOLDER = 'images'
 MINI_DEFAULT_OUT = Path('data/miniImagenet')
 
+OWN_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
+# The folder under --data_dir that main.py --datasource=miniimagenet reads (data_generator.MINIIMAGENET_FOLDER).
+OWN_LAYOUT_FOLDER = 'miniImagenet'
+# miniImagenet's proportions (64/16/20 of 100 classes), the default split of a folder of classes.
+OWN_DEFAULT_SPLIT = '0.64,0.16,0.2'
+EXIF_ORIENTATION = 0x0112
+
+# Appended to the errors about a paper data set's source (not to those about the output folder).
+WHERE_TO_GET = {
+    'omniglot': 'Omniglot is images_background.zip and images_evaluation.zip from '
+                'https://github.com/brendenlake/omniglot (folder python/), see docs/data.md',
+    'miniimagenet': "miniImagenet is Ravi & Larochelle's train.csv, val.csv and test.csv from "
+                    'https://github.com/twitter/meta-learning-lstm (folder data/miniImagenet) with the images they '
+                    'name (images.tar.gz or images/), see docs/data.md',
+}
+
 MARKER = '.prepared.json'  # written after a successful verification
 TMP_SUFFIX = '.tmp'  # temporary files are named .<final name>.<pid>.tmp
 PROGRESS_EVERY = 5000  # images between two progress lines
@@ -72,8 +101,12 @@ class PrepareError(Exception):
     """A problem with the input or the output folder that the user must fix.
 
     main() prints the message (which names the offending file or folder) and
-    returns 1 instead of showing a traceback.
+    returns 2 instead of showing a traceback.
     """
+
+
+class OutputError(PrepareError):
+    """A problem with the output folder (not the source): no hint on where to get the data."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +192,10 @@ def is_ignorable_source_name(name: str) -> bool:
 
 
 def check_source_folder(src: Path) -> None:
-    if not src.is_dir():
+    if not src.exists():
         raise PrepareError(f'source folder not found: {src}')
+    if not src.is_dir():
+        raise PrepareError(f'source {src} is a file, not a folder: give the folder that holds it')
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -246,10 +281,10 @@ def scan_output(out: Path, expected: set[str], dataset: str) -> set[str]:
     if not out.exists():
         return set()
     if not out.is_dir():
-        raise PrepareError(f'output path exists and is not a folder: {out}')
+        raise OutputError(f'output path exists and is not a folder: {out}')
     marker = read_marker(out)
     if marker is not None and marker.get('dataset') != dataset:
-        raise PrepareError(
+        raise OutputError(
             f'output folder {out} holds a prepared {marker.get("dataset")!r} data set, not {dataset!r}; '
             'choose another --out')
     expected_dirs = parent_dirs(expected)
@@ -276,7 +311,7 @@ def scan_output(out: Path, expected: set[str], dataset: str) -> set[str]:
 
 
 def foreign_content(out: Path, path: Path, dataset: str) -> PrepareError:
-    return PrepareError(
+    return OutputError(
         f'output folder {out} holds {path}, which is not part of the {dataset} layout; '
         'refusing to mix data: use an empty or new folder (--out), or remove it')
 
@@ -391,8 +426,9 @@ def list_files(folder: Path, suffix: str) -> list[str]:
 
 
 def fail_verification(out: Path, problems: list[str]) -> None:
+    """One line, as every error: the problems joined by '; '."""
     remove_marker(out)
-    raise PrepareError(f'verification of {out} failed:\n  - ' + '\n  - '.join(problems))
+    raise PrepareError(f'verification of {out} failed: ' + '; '.join(problems))
 
 
 def process(items: list[Item], out: Path, convert: Callable[[bytes, str], bytes], what: str) -> None:
@@ -419,9 +455,8 @@ def find_omniglot_sources(src: Path) -> list[Path]:
         else:
             missing.append(f'{name}.zip')
     if missing:
-        raise PrepareError(
-            f'{src}: missing {" and ".join(missing)} (expected images_background.zip and '
-            'images_evaluation.zip, or the extracted folders images_background/ and images_evaluation/)')
+        folders = ' and '.join(f'{name[:-len(".zip")]}/' for name in missing)
+        raise PrepareError(f'{src}: missing {" and ".join(missing)} (or the extracted {folders})')
     return found
 
 
@@ -587,7 +622,7 @@ def read_mini_csvs(src: Path) -> list[CsvRow]:
     """All rows of train/val/test.csv; an image may appear in only one row."""
     missing = [f'{s}.csv' for s in MINI_SPLITS if not (src / f'{s}.csv').is_file()]
     if missing:
-        raise PrepareError(f'{src}: missing {", ".join(missing)} (expected train.csv, val.csv and test.csv)')
+        raise PrepareError(f'{src}: missing {", ".join(missing)}')
     rows, seen = [], {}
     for split in MINI_SPLITS:
         for row in read_split_csv(src / f'{split}.csv', split):
@@ -667,21 +702,38 @@ def process_mini_tar(tar_path: Path, todo: list[CsvRow], out: Path) -> None:
 
 
 def convert_mini(data: bytes, label: str) -> bytes:
-    """84x84 RGB JPEG bytes.
+    """84x84 RGB JPEG bytes of one miniImagenet image (mini_jpeg)."""
+    return mini_jpeg(decode_image(data, label), data)
+
+
+def mini_jpeg(im: Image.Image, data: bytes) -> bytes:
+    """84x84 RGB JPEG bytes of the decoded image IM, whose file held DATA.
 
     An image that already is an 84x84 RGB JPEG (all of the shared archive) is
-    copied byte for byte: decoding and re-encoding a JPEG loses quality. It is
-    still fully decoded first so that a corrupt file is caught. Anything else
-    is resized with LANCZOS, as the reference did, and saved as JPEG with
-    Pillow's default quality.
+    copied byte for byte: decoding and re-encoding a JPEG loses quality. It
+    was still fully decoded first, so that a corrupt file is caught. Anything
+    else is resized whole (no crop, the aspect ratio is not kept) with
+    LANCZOS, as the reference did, and saved as JPEG with Pillow's default
+    quality.
     """
-    im = decode_image(data, label)
     if im.size == MINI_SIZE and im.mode == 'RGB' and im.format == 'JPEG':
         return data
-    im = im.convert('RGB').resize(MINI_SIZE, resample=Image.LANCZOS)
+    im = to_rgb(im).resize(MINI_SIZE, resample=Image.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, format='JPEG')
     return buf.getvalue()
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """RGB; transparent pixels (RGBA, LA, a palette with transparency) on white, as a viewer shows them.
+
+    A plain convert('RGB') would keep whatever colour a transparent pixel
+    happens to hold, often black.
+    """
+    if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
+        rgba = im.convert('RGBA')
+        return Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), rgba).convert('RGB')
+    return im.convert('RGB')
 
 
 def verify_mini(out: Path, rows: list[CsvRow], expected: MiniImagenetCounts) -> str:
@@ -735,6 +787,197 @@ def prepare_miniimagenet(src: Path, out: Path, expected: MiniImagenetCounts) -> 
 
 
 # ---------------------------------------------------------------------------
+# A folder of class folders (your own data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """--split: how many classes go to train, val and test, as counts or as fractions."""
+
+    parts: tuple[float, float, float]
+    counts: bool  # True: class counts (64,16,20); False: fractions of the classes (0.64,0.16,0.2)
+
+    def __str__(self) -> str:
+        return ','.join(f'{p:g}' for p in self.parts)
+
+    def sizes(self, classes: int) -> tuple[int, int, int]:
+        """(train, val, test) class counts for CLASSES classes, each 1 or more.
+
+        Fractions: train and val are rounded half up, test takes the rest.
+        """
+        if self.counts:
+            sizes = tuple(int(p) for p in self.parts)
+            if sum(sizes) != classes:
+                raise PrepareError(f'--split {self}: the counts add up to {sum(sizes)}, but there are {classes} '
+                                   f'classes; give counts that add up to {classes}, or fractions')
+        else:
+            train, val = (math.floor(p * classes + 0.5) for p in self.parts[:2])
+            sizes = (train, val, classes - train - val)
+        empty = [name for name, n in zip(MINI_SPLITS, sizes) if n < 1]
+        if empty:
+            raise PrepareError(f'--split {self} leaves {" and ".join(empty)} without a class ({classes} classes in '
+                               f'all); every split needs one, and N for N-way tasks: give counts, e.g. '
+                               f'--split {max(classes - 2, 1)},1,1')
+        return sizes
+
+
+def parse_split(text: str) -> Split:
+    """argparse type of --split: 'a,b,c', three class counts or three fractions adding up to 1."""
+    usage = f'{text!r}: expected train,val,test as class counts (e.g. 64,16,20) or fractions adding up to 1 (e.g. 0.64,0.16,0.2)'
+    parts = [p.strip() for p in text.split(',')]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(usage)
+    if all(p.isdigit() for p in parts):
+        return Split(tuple(float(p) for p in parts), counts=True)
+    try:
+        fractions = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(usage) from None
+    if not all(0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(usage)
+    return Split(fractions, counts=False)
+
+
+def list_own_classes(src: Path) -> dict[str, list[Path]]:
+    """{class name: its image files, sorted} of SRC/<class>/<image>; other entries are skipped, and said so."""
+    check_source_folder(src)
+    classes, skipped = {}, []
+    with os.scandir(src) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if is_ignorable_source_name(entry.name):
+                continue
+            if entry.is_dir():
+                classes[entry.name] = list_own_images(Path(entry.path), skipped)
+            else:
+                skipped.append(entry.path)
+    if not classes:
+        raise PrepareError(f'{src} holds no class folders: expected one folder per class holding its images '
+                           f'({src}/<class>/<image>, {" ".join(OWN_EXTENSIONS)})')
+    if skipped:
+        log(f'  skipped {len(skipped)} entr{"y" if len(skipped) == 1 else "ies"} that are not an image in a '
+            f'class folder, e.g. {skipped[0]}')
+    return classes
+
+
+def list_own_images(folder: Path, skipped: list[str]) -> list[Path]:
+    """The image files of one class folder, sorted; the other entries go to SKIPPED."""
+    images = []
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if is_ignorable_source_name(entry.name):
+                continue
+            if entry.is_file() and entry.name.lower().endswith(OWN_EXTENSIONS):
+                images.append(Path(entry.path))
+            else:
+                skipped.append(entry.path)
+    if not images:
+        raise PrepareError(f'class folder {folder} holds no images ({" ".join(OWN_EXTENSIONS)})')
+    return images
+
+
+def split_classes(names: Iterable[str], split: Split, seed: int) -> dict[str, list[str]]:
+    """{split: class names}: the names sorted, shuffled with random.Random(seed), then cut
+    into the first train, the next val and the remaining test classes (Split.sizes).
+
+    Sorting first makes the split independent of the file system's listing
+    order; Omniglot's characters are split by the same rule (data_generator.omniglot_split).
+    """
+    order = sorted(names)
+    random.Random(seed).shuffle(order)
+    n_train, n_val, _ = split.sizes(len(order))
+    return {'train': order[:n_train], 'val': order[n_train:n_train + n_val], 'test': order[n_train + n_val:]}
+
+
+def own_items(classes: dict[str, list[Path]], splits: dict[str, list[str]]) -> list[Item]:
+    """One item per image, at <split>/<class>/<name>.jpg (the extension replaced); two files may not
+    become one."""
+    items = []
+    for split, names in splits.items():
+        for name in names:
+            taken: dict[str, Path] = {}
+            for path in classes[name]:
+                out_name = path.stem + '.jpg'
+                if out_name in taken:
+                    raise PrepareError(f'{taken[out_name]} and {path} would both become {out_name}: rename one')
+                taken[out_name] = path
+                items.append(Item(f'{split}/{name}/{out_name}', str(path), path.read_bytes))
+    return items
+
+
+def convert_own(data: bytes, label: str) -> bytes:
+    """84x84 RGB JPEG bytes of one of your images, turned upright first if its EXIF says so (camera photos)."""
+    im = decode_image(data, label)
+    if im.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        im = ImageOps.exif_transpose(im)
+    return mini_jpeg(im, data)
+
+
+def check_own_marker(root: Path, splits: dict[str, list[str]], options: str) -> None:
+    """A folder prepared before with another split must not get a second split mixed in."""
+    marker = read_marker(root)
+    if marker is not None and marker.get('dataset') == 'folder' and marker.get('classes') != splits:
+        raise OutputError(f'{root} was prepared with {marker.get("options")} from {marker.get("source")}, '
+                          f'which splits the classes differently from {options} now; use another --out, '
+                          f'or remove {root}')
+
+
+def verify_own(root: Path, items: list[Item], splits: dict[str, list[str]]) -> tuple[str, int, int]:
+    """Check each split's classes, every image and their headers.
+
+    Returns (summary line, fewest classes in a split, fewest images in a class).
+    """
+    problems, found = [], set()
+    for split, names in splits.items():
+        classes = [c.name for c in list_dirs(root / split)]
+        if sorted(classes) != sorted(names):
+            problems.append(f'{split}: expected {len(names)} classes {sorted(names)[:3]}..., found {len(classes)}')
+        found.update(f'{split}/{c}/{os.path.basename(p)}' for c in classes for p in list_files(root / split / c, '.jpg'))
+    absent = sorted({it.rel for it in items} - found)
+    if absent:
+        problems.append(f'{len(absent)} image(s) missing, e.g. {root / absent[0]}')
+    n = check_headers((str(root / rel) for rel in sorted(found)), jpeg_header, (*MINI_SIZE, 3),
+                      '84x84 RGB JPEG', problems)
+    if problems:
+        fail_verification(root, problems)
+    per_class: dict[str, int] = {}
+    for it in items:
+        per_class[it.rel.rsplit('/', 1)[0]] = per_class.get(it.rel.rsplit('/', 1)[0], 0) + 1
+    fewest, most = min(per_class.values()), max(per_class.values())
+    summary = (f'Own data verified in {root}: {"/".join(str(len(splits[s])) for s in MINI_SPLITS)} classes '
+               f'(train/val/test), {fewest if fewest == most else f"{fewest} to {most}"} images each '
+               f'({fmt(n)} images), all 84x84 RGB JPEG')
+    return summary, min(len(names) for names in splits.values()), fewest
+
+
+def next_step(out: Path, fewest_classes: int, fewest_images: int) -> str:
+    """The command that trains on the prepared folder, and the limits of its flags."""
+    return (f'Train with: python main.py --datasource=miniimagenet --data_dir={out} --num_classes=N '
+            f'--update_batch_size=K ... (N <= {fewest_classes}, the fewest classes in a split; '
+            f'training draws K+15 <= {fewest_images} images of a class, testing 2K)')
+
+
+def prepare_folder(src: Path, out: Path, split: Split, seed: int) -> str:
+    """Split SRC's classes and write their images at 84x84 into OUT/miniImagenet/, then verify."""
+    classes = list_own_classes(src)
+    splits = split_classes(classes, split, seed)
+    items = own_items(classes, splits)
+    root, options = out / OWN_LAYOUT_FOLDER, f'--split {split} --seed {seed}'
+    check_own_marker(root, splits, options)
+    present = scan_output(root, {it.rel for it in items}, 'folder')
+    todo = [it for it in items if it.rel not in present]
+    log(f'folder: {fmt(len(items))} images of {len(classes)} classes in {src}, split '
+        f'{"/".join(str(len(splits[s])) for s in MINI_SPLITS)} (train/val/test) by {options}; '
+        f'{fmt(len(present))} already in {root}, {fmt(len(todo))} to write')
+    if todo:
+        remove_marker(root)
+        process(todo, root, convert_own, 'folder')
+    summary, fewest_classes, fewest_images = verify_own(root, items, splits)
+    write_marker(root, {'dataset': 'folder', 'source': str(src), 'options': options, 'classes': splits,
+                        'image_size': list(MINI_SIZE)})
+    return summary + '\n' + next_step(out, fewest_classes, fewest_images)
+
+
+# ---------------------------------------------------------------------------
 # Command line
 
 
@@ -745,15 +988,48 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f'Error: {message} ({self.prog} --help)\n')
 
 
+HELP_EPILOG = f'''examples:
+  python -m data.prepare omniglot PATH/TO/omniglot           # images_background.zip, images_evaluation.zip
+  python -m data.prepare miniimagenet PATH/TO/miniImagenet   # train/val/test.csv, images.tar.gz or images/
+  python -m data.prepare folder PATH/TO/my_images --out DIR  # my_images/<class>/<image>
+  python main.py --datasource=miniimagenet --data_dir=DIR ...
+
+folder: every image ({' '.join(OWN_EXTENSIONS)}; any size; RGB, grayscale, RGBA or
+palette, transparent pixels made white) is resized whole to 84x84 and saved as
+DIR/{OWN_LAYOUT_FOLDER}/<split>/<class>/<name>.jpg. The classes are split by a fixed
+rule: their names sorted, shuffled with --seed, then the first ones go to train,
+the next to val, the rest to test (--split). main.py needs N classes in a split
+for N-way tasks, and K+15 images in a class to train K-shot (2K to test).
+
+Where to get Omniglot and miniImagenet: docs/data.md.'''
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(
-        prog='python -m data.prepare',
-        description='Prepare Omniglot (28x28) or miniImagenet (84x84) for MAML from the original archives.')
-    parser.add_argument('dataset', choices=['omniglot', 'miniimagenet'])
-    parser.add_argument('src', type=Path, help='folder with the downloaded archives (read only)')
+        prog='python -m data.prepare', formatter_class=argparse.RawDescriptionHelpFormatter, epilog=HELP_EPILOG,
+        description='Prepare Omniglot (28x28) or miniImagenet (84x84) for MAML from the original archives,\n'
+                    'or your own folder of class folders of images (84x84, read as miniImagenet).')
+    parser.add_argument('dataset', choices=['omniglot', 'miniimagenet', 'folder'])
+    parser.add_argument('src', type=Path, help='folder with the downloaded archives, or (folder) the folder of '
+                        'class folders (read only)')
     parser.add_argument('--out', type=Path, default=None,
-                        help=f'output folder (default {OMNIGLOT_DEFAULT_OUT} or {MINI_DEFAULT_OUT})')
-    return parser.parse_args(argv)
+                        help=f'output folder (default {OMNIGLOT_DEFAULT_OUT} or {MINI_DEFAULT_OUT}); for folder, '
+                        f'required: the data folder to give main.py as --data_dir (the images go to '
+                        f'OUT/{OWN_LAYOUT_FOLDER}/)')
+    parser.add_argument('--split', type=parse_split, default=None,
+                        help=f'folder only: how many classes go to train,val,test, as counts (e.g. 64,16,20) or '
+                        f'fractions (default {OWN_DEFAULT_SPLIT}: train and val rounded half up, test the rest)')
+    parser.add_argument('--seed', type=int, default=None,
+                        help='folder only: seed of the shuffle that splits the classes (default 0)')
+    args = parser.parse_args(argv)
+    if args.dataset == 'folder':
+        if args.out is None:
+            parser.error('folder needs --out DIR, the data folder to give main.py as --data_dir')
+        args.split = args.split or parse_split(OWN_DEFAULT_SPLIT)
+        args.seed = 0 if args.seed is None else args.seed
+    elif args.split is not None or args.seed is not None:
+        parser.error(f'--split and --seed apply to folder only, not to {args.dataset}')
+    return args
 
 
 def main(argv: list[str] | None = None, *,
@@ -768,10 +1044,16 @@ def main(argv: list[str] | None = None, *,
     try:
         if args.dataset == 'omniglot':
             summary = prepare_omniglot(args.src, args.out or OMNIGLOT_DEFAULT_OUT, expected or OmniglotCounts())
-        else:
+        elif args.dataset == 'miniimagenet':
             summary = prepare_miniimagenet(args.src, args.out or MINI_DEFAULT_OUT, expected or MiniImagenetCounts())
-    except PrepareError as e:
+        else:
+            summary = prepare_folder(args.src, args.out, args.split, args.seed)
+    except OutputError as e:
         print(f'Error: {e}', file=sys.stderr)
+        return 2
+    except PrepareError as e:
+        hint = WHERE_TO_GET.get(args.dataset)
+        print(f'Error: {e}' + (f'; {hint}' if hint else ''), file=sys.stderr)
         return 2
     except OSError as e:  # e.g. disk full or permissions on the output folder
         print(f'Error: {e}', file=sys.stderr)

@@ -289,6 +289,7 @@ def test_omniglot_refuses_foreign_output_folder(tmp_path, capsys):
     (out / 'notes.txt').write_text('mine')
     code, _, stderr = run(capsys, 'omniglot', src, '--out', out, expected=SMALL_OMNI)
     assert code == 2 and 'notes.txt' in stderr and 'refusing' in stderr
+    assert 'github.com' not in stderr  # a problem of the output folder: no hint about the download
     assert sorted(p.name for p in out.iterdir()) == ['notes.txt']  # nothing written
 
 
@@ -444,6 +445,61 @@ def test_command_line_usage_error_is_one_error_line():
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         'Error: the following arguments are required: src (python -m data.prepare --help)']
+
+
+# ---------------------------------------------------------------------------
+# Something else than the expected download: one line that says where to get it
+
+
+def wrong_source(tmp_path: Path, case: str) -> tuple[str, Path]:
+    """(data set, SRC) for each kind of wrong source."""
+    src = tmp_path / 'src'
+    if case == 'file':
+        src.write_text('x')
+        return 'omniglot', src
+    src.mkdir()
+    if case == 'empty omniglot':
+        return 'omniglot', src
+    if case == 'empty miniimagenet':
+        return 'miniimagenet', src
+    if case == 'wrong zip':  # e.g. the small subset from the same repository, renamed
+        for name in ('images_background', 'images_evaluation'):
+            with zipfile.ZipFile(src / f'{name}.zip', 'w') as zf:
+                zf.writestr('images_background_small1/Alpha/character01/0001_01.png', drawing_png(1))
+        return 'omniglot', src
+    if case == 'csv header':
+        mini = build_mini(tmp_path)
+        (mini / 'train.csv').write_text('image,class\nx.jpg,n1\n')
+        return 'miniimagenet', mini
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize('case, fragment', [
+    ('file', 'is a file, not a folder'),
+    ('empty omniglot', 'missing images_background.zip and images_evaluation.zip'),
+    ('empty miniimagenet', 'missing train.csv, val.csv, test.csv'),
+    ('wrong zip', 'everything should be under images_background/'),
+    ('csv header', 'train.csv line 1: expected the header "filename,label"'),
+])
+def test_a_wrong_source_says_what_was_expected_and_where_to_get_it(tmp_path, capsys, case, fragment):
+    dataset, src = wrong_source(tmp_path, case)
+    code, _, stderr = run(capsys, dataset, src, '--out', tmp_path / 'out')
+    assert code == 2
+    assert stderr.count('\n') == 1 and stderr.startswith('Error: '), stderr
+    assert fragment in stderr
+    where = {'omniglot': 'https://github.com/brendenlake/omniglot (folder python/)',
+             'miniimagenet': 'https://github.com/twitter/meta-learning-lstm (folder data/miniImagenet)'}
+    assert where[dataset] in stderr and 'docs/data.md' in stderr
+
+
+def test_a_failed_verification_is_one_error_line(tmp_path, capsys):
+    """An incomplete download (a few alphabets) prepares, then fails the real counts on one line."""
+    code, _, stderr = run(capsys, 'omniglot', build_omniglot(tmp_path), '--out', tmp_path / 'out')
+    assert code == 2
+    errors = [line for line in stderr.splitlines() if not line.startswith(('omniglot:', '  '))]
+    assert len(errors) == 1 and errors[0].startswith('Error: verification of'), stderr
+    assert 'expected 50 alphabets, found 3; expected 1,623 characters, found 4; ' in errors[0]
+    assert 'do not have 20 images' in errors[0] and 'github.com/brendenlake/omniglot' in errors[0]
 
 
 # ---------------------------------------------------------------------------
