@@ -26,9 +26,11 @@ OMNIGLOT_NUM_TRAIN, OMNIGLOT_NUM_VAL = 1100, 100
 OMNIGLOT_SPLIT_SEED = 1
 MINIIMAGENET_QUERIES = 15  # query examples per class in miniImagenet training
 PREPARE_COMMANDS = {
-    'omniglot': 'python -m data.prepare omniglot PATH/TO/omniglot  (the folder holding images_background.zip, images_evaluation.zip)',
-    'miniimagenet': 'python -m data.prepare miniimagenet PATH/TO/miniImagenet  (the folder holding images/ or images.tar.gz and train/val/test.csv),\n'
-                    '  or for your own images: python -m data.prepare folder PATH/TO/class_folders --out DIR, then --data_dir=DIR',
+    'omniglot': 'python -m data.prepare omniglot PATH/TO/omniglot (the folder holding images_background.zip, '
+                'images_evaluation.zip; docs/data.md says where to get them)',
+    'miniimagenet': 'python -m data.prepare miniimagenet PATH/TO/miniImagenet (the folder holding images/ or '
+                    'images.tar.gz and train/val/test.csv; docs/data.md says where to get them), or for your own '
+                    'images python -m data.prepare folder PATH/TO/class_folders --out DIR and --data_dir=DIR',
 }
 STREAMS = {'train': 0, 'val': 1, 'test': 2}
 
@@ -225,7 +227,7 @@ class DataGenerator:
 
     def _check_root(self):
         if not os.path.isdir(self.root):
-            raise DataError('%s data not found at %s. Prepare it first with:\n  %s'
+            raise DataError('%s data not found at %s; prepare it first with: %s'
                             % (self.datasource, self.root, PREPARE_COMMANDS[self.datasource]))
 
     ## Class folders and images per split --------------------------------------------------------

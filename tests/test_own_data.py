@@ -263,6 +263,15 @@ def test_flags_the_prepared_folder_cannot_serve(prepared, flags, fragments, tmp_
     assert 'Done initializing' not in proc.stdout and not (tmp_path / 'logs').exists()
 
 
+def test_missing_data_names_both_ways_to_prepare_it_on_one_line(tmp_path):
+    proc = run_main(*FLAGS, '--data_dir=%s' % (tmp_path / 'nowhere'), '--logdir=%s' % (tmp_path / 'logs'),
+                    cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, describe(proc)
+    [line] = proc.stderr.splitlines()
+    assert line.startswith('Error: miniimagenet data not found at %s' % (tmp_path / 'nowhere' / 'miniImagenet'))
+    assert 'python -m data.prepare miniimagenet' in line and 'python -m data.prepare folder' in line
+
+
 ## Classes of different sizes in data_generator -------------------------------------------------------
 
 def test_classes_of_different_sizes_are_sampled_and_cached(tmp_path):
