@@ -59,7 +59,8 @@ flags.DEFINE_integer('train_update_batch_size', -1, 'number of examples used for
 flags.DEFINE_float('train_update_lr', -1, 'step size alpha of the inner gradient update during training (use if you want to test with a different value).')
 
 ## Options of this reproduction (not in the reference)
-flags.DEFINE_string('data_dir', 'data', 'folder holding omniglot_resized/ and miniImagenet/ (the reference: ./data)')
+flags.DEFINE_string('data_dir', 'data', 'folder holding omniglot_resized/ and miniImagenet/ (the reference: ./data); '
+                    'your own images: the --out of python -m data.prepare folder, with --datasource=miniimagenet')
 flags.DEFINE_integer('seed', 0, 'seed of the weight initialisation and of the task streams')
 flags.DEFINE_integer('test_tasks_per_batch', 0, '--train=False evaluates this many test tasks at once '
                      'on each core (0: the measured choice for the data set, main.TEST_TASKS_PER_BATCH; 1: one '
