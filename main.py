@@ -12,6 +12,7 @@ Usage (the reference's command lines; docs/experiments.md lists all of them):
 import concurrent.futures
 import contextlib
 import csv
+import glob
 import json
 import math
 import os
@@ -162,7 +163,9 @@ def flag_errors(f):
     for name in ('pretrain_iterations', 'metatrain_iterations'):
         if getattr(f, name) < 0:
             errors.append('--%s=%s must be 0 or more' % (name, getattr(f, name)))
-    if f.train and f.pretrain_iterations + f.metatrain_iterations <= 0:
+    # (a negative count is its own error above: one problem, one line)
+    if (f.train and f.pretrain_iterations >= 0 and f.metatrain_iterations >= 0
+            and f.pretrain_iterations + f.metatrain_iterations <= 0):
         errors.append('--metatrain_iterations=%s and --pretrain_iterations=%s: nothing to train; '
                       'give at least one iteration (or --train=False to test)'
                       % (f.metatrain_iterations, f.pretrain_iterations))
@@ -322,7 +325,8 @@ class Trainer:
             # an update was applied (measured: a checkpoint saved here resumed to other numbers).
             # The last periodic checkpoint is a state the run really passed through.
             raise WorkerLost(lost_worker_message(exc, self.ckpt.directory, self.ckpt.ours()))
-        path = self.ckpt.save(itr) if itr >= start_itr else self.ckpt.path_for(-1)
+        # nothing trained: the checkpoint it resumed from (the newest intact one)
+        path = self.ckpt.save(itr) if itr >= start_itr else self.ckpt.path_for(-1, fall_back=True)
         if path and self.chief:
             print('Last checkpoint: %s (the same command resumes it; add --train=False to test it)' % path,
                   flush=True)
@@ -431,16 +435,31 @@ def check_finite(out, itr):
 
 ## Checkpoints --------------------------------------------------------------------------------
 
+class DamagedCheckpoint(Exception):
+    """A checkpoint whose files cannot be read back in full; the message names the file and what to do."""
+
+
+OUR_PREFIX = re.compile(r'^model-(\d+)$')
+OUR_INDEX = re.compile(r'^model-(\d+)\.index$')
+
+
 class Checkpoints:
     """tf.train.CheckpointManager of the model and both Adam states, keeping 10.
 
     Files are logdir/exp_string/model-<iteration>.*; the manager's bookkeeping
-    file is replaced only after a checkpoint is fully written, so a crash
-    during a save leaves the previous checkpoint as the latest.
+    file, the list of checkpoints named 'checkpoint', is replaced only after a
+    checkpoint is fully written, so a crash during a save leaves the previous
+    checkpoint as the latest.
 
     The reference's TF1 checkpoints in the same folder (model<iteration>.*,
     no dash; see tf1_checkpoint.py) are found and loaded too: the latest is
     chosen by iteration number over both kinds, ours on a tie.
+
+    Damaged files (docs/robustness.md, "Damaged checkpoints"): the checkpoint
+    chosen is read back in full before it is used; a damaged one is named in
+    a DamagedCheckpoint, or, resuming training, gives way to the newest intact
+    older one. A list that cannot be read is not taken for "no checkpoint":
+    our model-<iteration>.index files are found on disk.
     """
 
     def __init__(self, model, directory, write=True):
@@ -449,34 +468,67 @@ class Checkpoints:
         self.directory = directory
         self.write = write  # False on the workers of a multi-worker run other than the chief
         self.choice = None  # set by path_for: which checkpoint it picked, and why
+        self.warnings = []  # set by path_for: damage it went around, one line each
         self.last_itr = tf.Variable(-1, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(model=model, last_itr=self.last_itr)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=10,
-                                                  checkpoint_name='model')
+        self.state_path = os.path.join(directory, 'checkpoint')
+        self.state_damage = state_file_damage(self.state_path)
+        # TensorFlow's manager cannot start from a damaged list (a traceback, or two warnings
+        # and no checkpoint at all): then it is made at the first save, which writes a new list
+        self.manager = None if self.state_damage else self.new_manager()
+
+    def new_manager(self):
+        import tensorflow as tf
+        import tf1_checkpoint
+        manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=10,
+                                             checkpoint_name='model')
         # A 'checkpoint' file written by the reference's Saver lists its model<ITER> files:
         # the manager must neither count them as ours nor delete them when it keeps 10.
-        import tf1_checkpoint
-        for path in list(getattr(self.manager, '_maybe_delete', {})):
+        for path in list(getattr(manager, '_maybe_delete', {})):
             if tf1_checkpoint.is_reference_checkpoint(path):
-                del self.manager._maybe_delete[path]
+                del manager._maybe_delete[path]
+        return manager
 
     def save(self, itr):
         """Save after iteration itr; the path, or None where this process does not write."""
         if not self.write:
             return None
+        if self.manager is None:
+            # The damaged list goes. The new one names only the checkpoints saved from now
+            # on, so keeping 10 never deletes the older ones.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.state_path)
+            self.state_damage = None
+            self.manager = self.new_manager()
         self.last_itr.assign(itr)
         return self.manager.save(checkpoint_number=itr)
 
+    def on_disk(self):
+        """{iteration: path} of our checkpoints by their model-<iteration>.index files, listed or not."""
+        if not os.path.isdir(self.directory):
+            return {}
+        found = {}
+        for name in os.listdir(self.directory):
+            match = OUR_INDEX.match(name)
+            if match:
+                found[int(match.group(1))] = os.path.join(self.directory, name[:-len('.index')])
+        return found
+
     def ours(self, test_iter=-1):
-        """Our checkpoint of iteration test_iter (> 0), or our latest: (iteration, path) or None."""
+        """Our checkpoint of iteration test_iter (> 0), or our latest: (iteration, path) or None.
+
+        The latest is the one the list names; where it names none of ours (the
+        list is damaged or gone, or it is the reference's), the newest on disk.
+        """
         if test_iter > 0:
             path = os.path.join(self.directory, 'model-%d' % test_iter)
             return (test_iter, path) if os.path.exists(path + '.index') else None
-        path = self.manager.latest_checkpoint
-        name = os.path.basename(path or '')
-        if name.startswith('model-') and name[len('model-'):].isdigit():
-            return int(name[len('model-'):]), path
-        return None
+        path = self.manager.latest_checkpoint if self.manager else None
+        match = OUR_PREFIX.match(os.path.basename(path or ''))
+        if match:
+            return int(match.group(1)), path
+        found = self.on_disk()
+        return (max(found), found[max(found)]) if found else None
 
     def reference(self, test_iter=-1):
         """The reference's checkpoint of iteration test_iter (> 0), or its latest: (iteration, path) or None."""
@@ -486,8 +538,9 @@ class Checkpoints:
             return (test_iter, found[test_iter]) if test_iter in found else None
         return (max(found), found[max(found)]) if found else None
 
-    def path_for(self, test_iter):
-        """The checkpoint to load: the latest by iteration, or the one of iteration test_iter (> 0).
+    def latest(self, test_iter):
+        """(iteration, path) of the latest checkpoint, or of iteration test_iter (> 0), or None;
+        its files unchecked.
 
         Ours or the reference's, whichever has the higher iteration (ours on a
         tie: it also holds the optimizer state); self.choice says which.
@@ -497,15 +550,57 @@ class Checkpoints:
             self.choice = 'the reference\'s TF1 checkpoint of iteration %d' % reference[0]
             if ours:
                 self.choice += '; ours of iteration %d is older' % ours[0]
-            return reference[1]
+            return reference
         if ours:
             self.choice = 'our checkpoint of iteration %d' % ours[0]
             if reference:
                 self.choice += ('; the reference\'s TF1 checkpoint of the same iteration is not used'
                                 if reference[0] == ours[0] else
                                 '; the reference\'s TF1 checkpoint of iteration %d is older' % reference[0])
-            return ours[1]
+            return ours
         self.choice = None
+        return None
+
+    def path_for(self, test_iter, fall_back=False):
+        """The checkpoint to load: the latest by iteration, or the one of iteration test_iter (> 0).
+
+        None if there is none. Its files are read back in full first. A damaged
+        one raises DamagedCheckpoint naming the file; with fall_back (resuming
+        training) the newest intact older checkpoint is loaded instead, and
+        self.warnings says so. A test never falls back: it must score the
+        checkpoint the user asked for.
+        """
+        self.warnings = []
+        if self.state_damage:
+            self.warnings.append('the list of checkpoints %s cannot be read (%s); the checkpoints are found '
+                                 'by their files instead, and training\'s next save writes a new list'
+                                 % (self.state_path, self.state_damage))
+        found = self.latest(test_iter)
+        if found is None:
+            return None
+        iteration, path = found
+        damage = checkpoint_damage(path)
+        if damage is None:
+            return path
+        older = self.newest_intact(below=iteration)
+        if fall_back and older:
+            self.warnings.append('checkpoint %s is damaged: %s; resuming from %s, the newest intact one '
+                                 '(the damaged files are left as they are)'
+                                 % (path, damage, os.path.basename(older[1])))
+            self.choice = '%s, the newest intact one' % checkpoint_kind(*older)
+            return older[1]
+        raise DamagedCheckpoint(damaged_message(path, damage, older, fall_back, self.directory))
+
+    def newest_intact(self, below):
+        """(iteration, path) of the newest checkpoint, ours or the reference's, saved before
+        iteration `below` whose files read back in full; None if there is none."""
+        import tf1_checkpoint
+        candidates = [(itr, True, path) for itr, path in self.on_disk().items() if itr < below]
+        candidates += [(itr, False, path) for itr, path
+                       in tf1_checkpoint.find_reference_checkpoints(self.directory).items() if itr < below]
+        for itr, _, path in sorted(candidates, reverse=True):  # ours first on a tie
+            if checkpoint_damage(path) is None:
+                return itr, path
         return None
 
     def restore(self, path, optimizer_state=True):
@@ -513,18 +608,139 @@ class Checkpoints:
 
         A reference TF1 checkpoint gives the weights (and the Adam state, if it
         holds one and optimizer_state); a mismatch with the flags raises
-        tf1_checkpoint.CheckpointMismatch.
+        tf1_checkpoint.CheckpointMismatch. Files that cannot be read raise
+        DamagedCheckpoint (path_for reads them back before, so only a file
+        damaged since, or a path chosen by the caller, gets here).
         """
+        import tensorflow as tf
         import tf1_checkpoint
-        if tf1_checkpoint.is_reference_checkpoint(path):
-            result = tf1_checkpoint.load_reference_checkpoint(self.model, path, optimizer_state)
-            for warning in result.warnings:
-                print('Warning: ' + warning, file=sys.stderr, flush=True)
-            self.last_itr.assign(result.iteration)
-            return result.iteration
-        check_our_checkpoint(self.model, path)
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        try:
+            if tf1_checkpoint.is_reference_checkpoint(path):
+                result = tf1_checkpoint.load_reference_checkpoint(self.model, path, optimizer_state)
+                for warning in result.warnings:
+                    print('Warning: ' + warning, file=sys.stderr, flush=True)
+                self.last_itr.assign(result.iteration)
+                return result.iteration
+            check_our_checkpoint(self.model, path)
+            status = self.checkpoint.restore(path)
+        except (tf.errors.OpError, IndexError):
+            damage = checkpoint_damage(path)
+            if damage is None:  # not the files: a fault of ours, with its traceback
+                raise
+            older = self.newest_intact(below=checkpoint_iteration(path))
+            raise DamagedCheckpoint(damaged_message(path, damage, older, optimizer_state, self.directory)) from None
+        check_restored(status, path, int(self.last_itr.numpy()))
         return int(self.last_itr.numpy())
+
+
+def check_restored(status, path, last_itr):
+    """Raise CheckpointMismatch unless the restore gave every object of ours its value, and the
+    iteration read back is the one in the checkpoint's name (model-<iteration>)."""
+    from tf1_checkpoint import CheckpointMismatch
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as exc:
+        raise CheckpointMismatch('Checkpoint %s does not hold all that main.py saves (%s); give the checkpoint '
+                                 'of a main.py training run' % (path, str(exc).strip().splitlines()[0][:200]))
+    match = OUR_PREFIX.match(os.path.basename(path))
+    if match and int(match.group(1)) != last_itr:
+        raise CheckpointMismatch('Checkpoint %s holds the state after iteration %d, not %s as its name says: '
+                                 'its files were renamed; give them back their name model-%d'
+                                 % (path, last_itr, match.group(1), last_itr))
+
+
+## Damaged checkpoint files ---------------------------------------------------------------------------
+
+DATA_FILE = re.compile(r'[^\s;:()]+\.data-\d+-of-\d+')
+BUNDLE_PREFIX = re.compile(r'^TensorBundle at \S+ shard \d+ \(\d+ bytes\): ')
+
+
+def checkpoint_damage(path):
+    """What is wrong with the files of the checkpoint at path, naming the file, or None if
+    every value saved reads back whole, its checksum checked (milliseconds: these models
+    hold a few MB at most)."""
+    import tensorflow as tf
+    name = os.path.basename(path)
+    if not os.path.exists(path + '.index'):
+        return '%s.index is missing' % name
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except tf.errors.OpError as exc:  # 'file is too short to be an sstable', 'bad magic number', ...
+        return '%s.index cannot be read (%s)' % (name, error_text(exc, path))
+    try:
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    # what the reader raises for a data file gone ('No such file or directory'), cut short
+    # (IndexError: 'Read less bytes than requested') or changed ('Checksum does not match')
+    except (tf.errors.OpError, IndexError) as exc:
+        missing = DATA_FILE.search(str(exc)) if 'No such file' in str(exc) else None
+        if missing:
+            return '%s is missing' % os.path.basename(missing.group(0))
+        data = sorted(os.path.basename(p) for p in glob.glob(glob.escape(path) + '.data-*'))
+        return '%s cannot be read (%s)' % (', '.join(data) or name + '.data-*', error_text(exc, path))
+    return None
+
+
+def error_text(exc, path):
+    """TensorFlow's message for a file of the checkpoint at path: its first line, short, names short."""
+    text = BUNDLE_PREFIX.sub('', str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    return text.replace(os.path.dirname(path) + os.sep, '')[:200]
+
+
+def state_file_damage(state_path):
+    """Why the list of checkpoints at state_path cannot be read, or None (also when there is none).
+
+    Its damage would make TensorFlow's CheckpointManager raise (an empty or
+    binary file) or find no checkpoint at all (text it cannot parse).
+    """
+    from google.protobuf import text_format
+    from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
+    try:
+        with open(state_path, 'rb') as f:
+            content = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return '%s: %s' % (type(exc).__name__, exc.strerror)
+    if not content.strip():
+        return 'it is empty'
+    try:
+        state = text_format.Parse(content.decode('utf-8'), CheckpointState())
+    except UnicodeDecodeError:
+        return 'it is not text'
+    except text_format.ParseError as exc:
+        return 'ParseError: %s' % str(exc)[:200]
+    return None if state.model_checkpoint_path else 'it names no latest checkpoint'
+
+
+def checkpoint_iteration(path):
+    """The iteration in a checkpoint's name: ours model-<iteration>, the reference's model<iteration>."""
+    import tf1_checkpoint
+    match = OUR_PREFIX.match(os.path.basename(path))
+    return int(match.group(1)) if match else tf1_checkpoint.reference_iteration(path)
+
+
+def checkpoint_kind(iteration, path):
+    import tf1_checkpoint
+    if tf1_checkpoint.is_reference_checkpoint(path):
+        return 'the reference\'s TF1 checkpoint of iteration %d' % iteration
+    return 'our checkpoint of iteration %d' % iteration
+
+
+def damaged_message(path, damage, older, resuming, directory):
+    """One line: which file of the checkpoint at path is damaged, and what to do.
+
+    older: (iteration, path) of the newest intact older checkpoint, or None; resuming with
+    one happens only when the damage was found while loading, after path_for had read the files.
+    """
+    text = 'checkpoint %s is damaged: %s. Nothing was %s' % (path, damage, 'trained' if resuming else 'tested')
+    if older and resuming:
+        return text + '; run the same command again to resume from %s, the newest intact one' % older[1]
+    if older:
+        return text + ('; test the newest intact one with --test_iter=%d (%s), or put the damaged files back '
+                       'from a backup' % (older[0], os.path.basename(older[1])))
+    return text + ('; no older intact checkpoint is in %s: put the damaged files back from a backup, or '
+                   '%s' % (directory, 'train afresh with another --logdir' if resuming else 'train again'))
 
 
 def check_our_checkpoint(model, path):
@@ -732,7 +948,7 @@ def main(argv):
     from data_generator import DataError
     try:
         return experiment()
-    except (FlagError, DataError) as exc:
+    except (FlagError, DataError, DamagedCheckpoint) as exc:
         print('Error: %s' % exc, file=sys.stderr, flush=True)
         return 2
 
@@ -758,7 +974,9 @@ def experiment():
     ckpt = Checkpoints(model, exp_dir, write=chief)
     start_itr = 0
     if FLAGS.resume or not FLAGS.train:
-        path = ckpt.path_for(FLAGS.test_iter if not FLAGS.train else -1)
+        path = ckpt.path_for(FLAGS.test_iter if not FLAGS.train else -1, fall_back=FLAGS.train)
+        for warning in ckpt.warnings:
+            print('Warning: ' + warning, file=sys.stderr, flush=True)
         if path:
             print('Restoring model weights from %s (%s)' % (path, ckpt.choice), flush=True)
             import tf1_checkpoint
