@@ -286,7 +286,7 @@ def test_divergent_tasks_make_the_mean_undetermined_and_the_robust_figures_are_s
     mses[:, 0] = 2.0                              # step 0 below 10 for every task
     mses[[7, 300], 6:] = [[1e3, 1e4, 1e5, 1e6, 1e7]] * 2   # two tasks diverge after step 5
     path = sinusoid_run(tmp_path, mses)
-    code, text = check(path)
+    code, text = check(path, 'sinusoid-5shot')   # the pretrained baseline's K=5 cell has the same folder and CSV names
     columns = COLUMNS + list(reproduce.ROBUST_COLUMNS)
     rows = [dict(zip(columns, r)) for r in table_rows(text)]
     kept = np.delete(mses, [7, 300], axis=0)
@@ -311,7 +311,7 @@ def test_divergent_tasks_make_the_mean_undetermined_and_the_robust_figures_are_s
 def test_without_the_pkl_a_sinusoid_row_has_no_robust_figures(tmp_path):
     path = sinusoid_run(tmp_path, np.full((600, 11), 0.3))
     os.remove(path[:-len('.csv')] + '.pkl')
-    code, text = check(path)
+    code, text = check(path, 'sinusoid-5shot')
     assert text.splitlines()[0].split() == COLUMNS
     assert [dict(zip(COLUMNS, r))['verdict'] for r in table_rows(text)] == ['reproduced'] * 3
     assert code == 0
