@@ -959,8 +959,8 @@ def k10_study(args, seeds):
             print(line)
         row[k] = results
     print('\n' + row_verdict(row[5], partial, len(ours)))
-    print('\nRepresentative run (the rule: the K=5 step-1 plain mean closest to the median of our runs, the '
-          'lower middle one when even): seed %d' % representative_seed({s: f[5] for s, f in ours.items()}))
+    print('\nRepresentative run (the rule: the middle of our runs ranked by the K=5 step-1 plain mean, the '
+          'lower middle one when their number is even): seed %d' % representative_seed({s: f[5] for s, f in ours.items()}))
     print()
     for line in blow_up_task_lines(task_mses, tasks[5]):
         print(line)
