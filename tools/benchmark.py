@@ -732,13 +732,15 @@ def parse_list(text, allowed, default):
     names = [n.strip() for n in text.split(',') if n.strip()]
     unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise SystemExit('unknown: %s (choose from %s)' % (', '.join(unknown), ', '.join(allowed)))
+        from user_errors import UserError  # tools/, on sys.path where main() runs (not beside the reference)
+        raise UserError('unknown: %s (choose from %s)' % (', '.join(unknown), ', '.join(allowed)))
     return names
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    import user_errors  # tools/, on sys.path where main() runs (not beside the reference)
+    parser = user_errors.ArgumentParser(description=__doc__.split('\n')[0], script=__file__,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--configs', default='all',
                         help='comma-separated training configurations, "all" (the paper\'s) or "none": %s'
                         % ', '.join(CONFIGS))
@@ -842,4 +844,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    import user_errors
+    sys.exit(user_errors.run(main))

@@ -23,7 +23,6 @@ tasks of the same random streams (main.py's test stops at 600):
   python tools/inner_steps.py miniimagenet-5way-1shot --logdir logs/mini --tasks 3000 --save authors.npz
   python tools/inner_steps.py miniimagenet-5way-1shot-fo --tasks 3000 --compare authors.npz
 """
-import argparse
 import os
 import pickle
 import sys
@@ -36,13 +35,14 @@ sys.path.insert(0, REPO)
 
 import paper  # noqa: E402
 import reproduce  # noqa: E402
+from user_errors import ArgumentParser, UserError, run  # noqa: E402  (tools/, this script's folder)
 
 TEST_TASKS = 600
 TASKS_PER_BATCH = 100
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0], script=__file__)
     parser.add_argument('experiment', help='a classification experiment of paper.py (reproduce.py --list)')
     parser.add_argument('--logdir', help='the run\'s --logdir (default: models/<experiment>)')
     parser.add_argument('--data_dir', default='data')
@@ -65,7 +65,12 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.tasks < 1:
         parser.error('--tasks must be at least 1')
-    experiment = paper.get(args.experiment)
+    if args.compare and not os.path.isfile(args.compare):
+        parser.error('--compare %s: no such file' % args.compare)  # before the evaluation, not after it
+    try:
+        experiment = paper.get(args.experiment)
+    except KeyError as exc:
+        parser.error(exc.args[0])
     if not experiment.higher_is_better:
         parser.error('%s is not a classification experiment' % args.experiment)
     return args, experiment
@@ -74,6 +79,7 @@ def parse_args(argv):
 def load_run(experiment, args):
     """(model, data generator, checkpoint choice, exp dir) under main.py's test flags of the run."""
     import main
+    from data_generator import DataError
     logdir = args.logdir or os.path.join(REPO, 'models', experiment.name)
     flags = reproduce.experiment_flags(experiment, logdir, data_dir=args.data_dir) + [
         '--train=False', '--test_set=%s' % (args.split == 'test'), '--test_iter=%d' % args.test_iter]
@@ -82,12 +88,19 @@ def load_run(experiment, args):
     main.FLAGS.train_update_batch_size = main.FLAGS.update_batch_size
     main.FLAGS.train_update_lr = main.FLAGS.update_lr
     exp_dir = os.path.join(logdir, main.experiment_name(main.FLAGS))
-    data_generator, model = main.build(train=False)
+    try:
+        data_generator, model = main.build(train=False)  # the data checked first, then TensorFlow imported
+    except (DataError, main.FlagError) as exc:
+        raise UserError(str(exc)) from None
+    from tf1_checkpoint import CheckpointMismatch
     ckpt = main.Checkpoints(model, exp_dir, write=False)
-    path = ckpt.path_for(args.test_iter)
-    if path is None:
-        sys.exit('Error: no checkpoint in %s' % exp_dir)
-    ckpt.restore(path, optimizer_state=False)
+    try:
+        path = ckpt.path_for(args.test_iter)
+        if path is None:
+            raise UserError('no checkpoint in %s' % exp_dir)
+        ckpt.restore(path, optimizer_state=False)
+    except (main.DamagedCheckpoint, CheckpointMismatch) as exc:
+        raise UserError(str(exc)) from None
     if args.float64:
         model = in_float64(model)
     return model, data_generator, ckpt.choice, exp_dir
@@ -171,10 +184,10 @@ def load_compared(path, update_lr, steps):
     saved = np.load(path)
     key = lr_key(update_lr)
     if key not in saved:
-        sys.exit('Error: %s has no results at update_lr %s (it has %s)' % (path, key, ', '.join(saved.files)))
+        raise UserError('%s has no results at update_lr %s (it has %s)' % (path, key, ', '.join(saved.files)))
     other = saved[key]
     if other.shape[:2] != (4, steps + 1):
-        sys.exit('Error: %s holds %d steps, this run %d: use the same --steps' % (path, other.shape[1] - 1, steps))
+        raise UserError('%s holds %d steps, this run %d: use the same --steps' % (path, other.shape[1] - 1, steps))
     return other
 
 
@@ -234,4 +247,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run(main)

@@ -11,7 +11,6 @@ step num_updates is trained (docs/omniglot-5shot-fc.md).
 Accuracies in %; losses as main.py logs them (the reference's scaling: a
 task's summed cross-entropy over its queries divided by K, averaged over tasks).
 """
-import argparse
 import collections
 import glob
 import os
@@ -22,9 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # utils, for its quiet TensorFlow import
 
+import user_errors  # noqa: E402  (tools/, this script's folder)
+
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = user_errors.ArgumentParser(description=__doc__.split('\n\n')[0], script=__file__)
     parser.add_argument('run', help='a run folder: the one holding events.out.tfevents.*, or its --logdir '
                         'holding one such folder (models/<experiment>)')
     parser.add_argument('--block', type=int, default=5000, help='iterations per block')
@@ -41,7 +42,7 @@ def event_files(run):
     if not files:
         files = sorted(glob.glob(os.path.join(run, '*', 'events.out.tfevents.*')))
     if not files:
-        sys.exit('Error: no events.out.tfevents.* in %s or its subfolders' % run)
+        raise user_errors.UserError('no events.out.tfevents.* in %s or its subfolders' % run)
     return files
 
 
@@ -98,4 +99,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    user_errors.run(main)

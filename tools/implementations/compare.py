@@ -135,7 +135,8 @@ def fmt(x, spec='.4f'):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = run_reference.user_errors().ArgumentParser(description=__doc__, script=__file__,
+                                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--cores', default='0', help='taskset -c list, e.g. 0 or 0,1')
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--warmup', type=int, default=3)
@@ -153,7 +154,7 @@ def main():
     impls = [i.strip() for i in args.impls.split(',') if i.strip()]
     unknown = [i for i in impls if i not in IMPLS]
     if unknown:
-        raise SystemExit('unknown impls: %s (choose from %s)' % (', '.join(unknown), ', '.join(IMPLS)))
+        p.error('unknown impls: %s (choose from %s)' % (', '.join(unknown), ', '.join(IMPLS)))
     if any(i.startswith('reference') for i in impls):
         args.reference = run_reference.reference_dir(args.reference)
     orders = [o.strip() for o in args.orders.split(',') if o.strip()]
@@ -255,4 +256,4 @@ def main():
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_reference.user_errors().run(main))

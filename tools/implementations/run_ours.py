@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from run_reference import user_errors  # this folder
+
 REPO = str(Path(__file__).resolve().parents[2])  # this repository (tools/implementations/ is two folders down)
 
 def parse_rows(text):
@@ -38,13 +40,16 @@ def parse_rows(text):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = user_errors().ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     script=__file__)
     p.add_argument('--order', choices=('second', 'first'), default='second')
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--repo', default=REPO, help='the repository holding tools/benchmark.py (default: %(default)s)')
     p.add_argument('--python', default=sys.executable, help='the interpreter for benchmark.py (default: this one)')
     args = p.parse_args()
+    if not os.path.isfile(os.path.join(args.repo, 'tools', 'benchmark.py')):
+        p.error('--repo %s: no tools/benchmark.py there' % args.repo)
     cmd = [args.python, os.path.join(args.repo, 'tools', 'benchmark.py'), '--configs', 'omniglot_5w1s',
            '--eval_configs', 'none', '--orders', args.order, '--steps', str(args.steps), '--warmup', str(args.warmup)]
     proc = subprocess.run(cmd, cwd=args.repo, capture_output=True, text=True)
@@ -68,4 +73,4 @@ def main():
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(user_errors().run(main))

@@ -34,19 +34,20 @@ REFERENCE_FILES = ('main.py', 'maml.py', 'utils.py', 'data_generator.py')
 
 
 def reference_dir(path):
-    """The absolute path of a cbfinn/maml clone, or SystemExit saying what is wrong."""
+    """The absolute path of a cbfinn/maml clone, or a UserError saying what is wrong."""
+    UserError = user_errors().UserError
     how = ('pass --reference DIR or set MAML_REFERENCE_DIR to the folder of a clone of '
            'https://github.com/cbfinn/maml (the folder holding maml.py, utils.py, main.py)')
     if not path:
-        raise SystemExit('the reference MAML is needed: ' + how)
+        raise UserError('the reference MAML is needed: ' + how)
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(path):
-        raise SystemExit('reference folder %s does not exist: %s' % (path, how))
+        raise UserError('reference folder %s does not exist: %s' % (path, how))
     missing = [f for f in REFERENCE_FILES if not os.path.isfile(os.path.join(path, f))]
     if missing:
-        raise SystemExit('reference folder %s has no %s: %s' % (path, ', '.join(missing), how))
+        raise UserError('reference folder %s has no %s: %s' % (path, ', '.join(missing), how))
     if os.path.realpath(path) == os.path.realpath(REPO):
-        raise SystemExit('%s is this repository (the TF2 reproduction), not the reference: %s' % (path, how))
+        raise UserError('%s is this repository (the TF2 reproduction), not the reference: %s' % (path, how))
     return path
 
 
@@ -63,6 +64,11 @@ def project_module(name):
     return sys.modules[module_name]
 
 
+def user_errors():
+    """tools/user_errors.py, by path as project_module loads it: one-line errors, exit status 2."""
+    return project_module('user_errors')
+
+
 def time_steps(benchmark, step, batches, args, info):
     """step(batch) --warmup + --steps times (benchmark.timed_calls), cycling over the batches; prints
     info with the median of the timed steps as one JSON line. Also used by run_torch.py."""
@@ -76,6 +82,8 @@ def time_steps(benchmark, step, batches, args, info):
 
 
 def install_shims(real_tf):
+    for package in ('tf_slim', 'tf_keras'):  # the reference's tf.contrib, and TensorFlow's legacy layers
+        user_errors().optional_import(package, 'the reference under TensorFlow 2 (run_reference.py)')
     import tf_slim
     import tf_slim.layers
     import tf_slim.metrics
@@ -121,7 +129,8 @@ def install_shims(real_tf):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = user_errors().ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     script=__file__)
     p.add_argument('--reference', default=os.environ.get('MAML_REFERENCE_DIR'),
                    help='folder of a clone of cbfinn/maml (default: $MAML_REFERENCE_DIR)')
     p.add_argument('--cf', choices=('v1', 'v2'), default='v1')
@@ -222,4 +231,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    user_errors().run(main)

@@ -26,7 +26,7 @@ import os
 import sys
 import types
 
-from run_reference import project_module, time_steps  # this folder (project_module: this repository's modules by path)
+from run_reference import project_module, time_steps, user_errors  # this folder (project_module: this repository's modules by path)
 
 TASKS, N, K, Q, FILTERS, UPDATE_LR, META_LR, EPS = 32, 5, 1, 1, 64, 0.4, 1e-3, 1e-3
 
@@ -45,6 +45,9 @@ def import_l2l_maml():
     for name in [m for m in sys.modules if m == 'learn2learn' or m.startswith('learn2learn.')]:
         del sys.modules[name]
     spec = importlib.util.find_spec('learn2learn')  # does not execute the package
+    if spec is None:
+        raise user_errors().UserError('run_torch.py --impl learn2learn needs learn2learn, which is not installed '
+                                      'here: pip install learn2learn')
     root = os.path.dirname(spec.origin)
     for name, path in (('learn2learn', root), ('learn2learn.algorithms', os.path.join(root, 'algorithms'))):
         pkg = types.ModuleType(name)
@@ -55,7 +58,8 @@ def import_l2l_maml():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = user_errors().ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     script=__file__)
     p.add_argument('--impl', choices=('torch-loop', 'torch-vmap', 'learn2learn'), required=True)
     p.add_argument('--order', choices=('second', 'first'), default='second')
     p.add_argument('--steps', type=int, default=10)
@@ -67,7 +71,7 @@ def main():
     second = args.order == 'second'
 
     import numpy as np
-    import torch
+    torch = user_errors().optional_import('torch', 'run_torch.py')
     import torch.nn.functional as F
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -256,4 +260,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    user_errors().run(main)

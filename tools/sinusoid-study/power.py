@@ -1,18 +1,26 @@
-# Power of the ours-vs-reference comparison (30 runs against 3), by simulation.
-# Both groups normal with our run-to-run sd (from the 30 per-run medians in final_compare.out),
-# reference mean shifted by delta; Welch p (sinusoid_study.welch) and the exact permutation p
-# (every choice of 3 of 33, vectorised; checked against sinusoid_study.permutation_p). Welch's p from
-# scipy for speed (checked against sinusoid_study.welch). Then: with m reference runs, how often Welch
-# finds the observed differences (ours - reference, final_compare.out) at 5%.
-# Run (needs scipy) from the repository's top: taskset -c 1 nice -n 5 python tools/sinusoid-study/power.py > docs/sinusoid-study/power.out
+"""Power of the ours-vs-reference comparison (30 runs against 3), by simulation.
+
+Both groups normal with our run-to-run sd (from the 30 per-run medians in final_compare.out),
+reference mean shifted by delta; Welch p (sinusoid_study.welch) and the exact permutation p
+(every choice of 3 of 33, vectorised; checked against sinusoid_study.permutation_p). Welch's p from
+scipy for speed (checked against sinusoid_study.welch). Then: with m reference runs, how often Welch
+finds the observed differences (ours - reference, final_compare.out) at 5%.
+Run (needs scipy) from the repository's top:
+  taskset -c 1 nice -n 5 python tools/sinusoid-study/power.py > docs/sinusoid-study/power.out
+"""
+import argparse
 import itertools, re, sys
 from pathlib import Path
 import numpy as np
-from scipy import stats
 REPO = Path(__file__).resolve().parents[2]  # this repository (tools/sinusoid-study/ is two folders down)
 sys.path.insert(0, str(REPO / 'tools'))  # the study (which puts the repository root on sys.path itself)
 FINAL_COMPARE = REPO / 'docs' / 'sinusoid-study' / 'final_compare.out'  # the recorded output read here
-import sinusoid_study as study
+import user_errors  # noqa: E402  (tools/)
+user_errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           script=__file__).parse_args()
+# after the arguments, so that --help needs no scipy
+stats = user_errors.run(lambda: user_errors.optional_import('scipy.stats', 'power.py'))
+import sinusoid_study as study  # noqa: E402
 rows = [l for l in open(FINAL_COMPARE) if l.startswith('ours seed')]
 med = np.array([[float(v) for v in re.search(r'(\S+) / (\S+) / (\S+)', l).groups()] for l in rows])
 assert med.shape == (30, 3)
