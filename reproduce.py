@@ -1038,10 +1038,9 @@ def table_cell(row, published):
         return '-'
     paper_text = '(paper %s)' % paper_figure(published)
     if row['ours'] == '-':
-        # an evaluation not made yet: its model's iterations are in that model's own cell (and a model still
-        # training would change them at every checkpoint)
-        state = {'no': '', 'training, not tested': ' training %s' % compact_iterations(row['iterations']),
-                 'not evaluated yet': ' not evaluated yet'}
+        # no iterations here: a run still training would change them at every checkpoint, and the README's
+        # copy of the table with them (the tested iterations are in the cell once it has a test)
+        state = {'no': '', 'training, not tested': ' training, not tested yet', 'not evaluated yet': ' not evaluated yet'}
         return '- %s%s' % (paper_text, state[row['model in models/']])
     return '%s %s %s %s' % (row['ours'], paper_text, compact_iterations(row['iterations']), row['verdict'])
 

@@ -224,6 +224,9 @@ def test_the_front_table_is_the_papers_table1_and_sinusoid_figure(tmp_path):
     release(models, 'omniglot-5way-5shot', [(0.9956, 0.0012)])          # the 1-shot model at 5 shots
     release(models, 'omniglot-5way-5shot-train5', [(0.9919, 0.0016)], iterations=10187)
     release(models, 'omniglot-20way-1shot', [(0.8213, 0.0066)], iterations=9238)
+    live = models / 'omniglot-20way-1shot-fo' / reproduce.exp_dir_name(list(paper.get('omniglot-20way-1shot-fo').flags))
+    live.mkdir(parents=True)   # a run still training: a checkpoint, no test yet
+    (live / 'checkpoint').write_text('model_checkpoint_path: "model-1999"\n')
     release(models, 'sinusoid-10shot', [(0.4, 0.04), (0.2, 0.05), (0.19, 0.1)], iterations=70000)
     release(models, 'sinusoid-5shot', [(0.707, 0.074), (0.78, 0.379), (0.4, 0.1)], iterations=70000)
     out = io.StringIO()
@@ -237,6 +240,8 @@ def test_the_front_table_is_the_papers_table1_and_sinusoid_figure(tmp_path):
                     '60k below | 82.13 +- 0.66 (paper 95.8 +- 0.3) 9.2k/60k below so far | - (paper 98.9 +- '
                     '0.2) not evaluated yet |')
     assert '| MAML (no conv) | - (paper 89.7 +- 1.1) | - (paper 97.5 +- 0.6) | - | - |' in lines
+    assert ('| first order approx. | - (paper 98.3 +- 0.5) | - (paper 99.2 +- 0.2) | - (paper 89.4 +- 0.5) '
+            'training, not tested yet | - (paper 97.9 +- 0.1) not evaluated yet |') in lines   # no live iterations
     assert '| MAML | - (paper 48.70 +- 1.84) | - (paper 63.11 +- 0.92) |' in lines
     assert '| 1 | 0.707 +- 0.074 (paper 0.67) 70k reproduced | - (paper 2.41) |' in lines
     assert 'omniglot-5way-5shot-train5' not in text and '99.19' not in text   # a variant: not here
