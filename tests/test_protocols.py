@@ -266,3 +266,18 @@ def test_paper_figures_keep_the_papers_decimals_and_iterations_are_compact():
 def test_variants_needs_table():
     proc = run_reproduce('--variants', cwd=REPO)
     assert one_error_line(proc) == 'Error: --variants goes with --table (python reproduce.py --help)'
+
+
+def test_an_undetermined_sinusoid_cell_shows_its_robust_figures_not_the_mean():
+    # a few diverging tasks make the mean a number like 8.6e10: the front table shows the median and the
+    # mean of the tasks never above 10 in its place; a decided cell keeps the mean.
+    row = {'ours': '85879576767.660 +- 168183641993.642', 'iterations': '70000/70000',
+           'verdict': reproduce.UNDETERMINED, 'model in models/': 'yes',
+           'median': '0.153', 'mean of tasks never > 10': '0.382 (572/600)'}
+    cell = reproduce.table_cell(row, (0.35, None))
+    assert '85879576767' not in cell
+    assert 'median 0.153' in cell and '0.382 (572/600)' in cell and cell.endswith('undetermined')
+    decided = dict(row, ours='0.780 +- 0.379', verdict=reproduce.BELOW)
+    assert reproduce.table_cell(decided, (0.38, None)).startswith('0.780 +- 0.379 (paper 0.38)')
+    no_robust = {k: v for k, v in row.items() if k not in reproduce.ROBUST_COLUMNS}
+    assert reproduce.table_cell(no_robust, (0.35, None)).startswith('85879576767.660')
