@@ -585,7 +585,7 @@ class Checkpoints:
         older = self.newest_intact(below=iteration)
         if fall_back and older:
             self.warnings.append('checkpoint %s is damaged: %s; resuming from %s, the newest intact one '
-                                 '(the damaged files are left as they are)'
+                                 '(its files stay until training saves that iteration again)'
                                  % (path, damage, os.path.basename(older[1])))
             self.choice = '%s, the newest intact one' % checkpoint_kind(*older)
             return older[1]

@@ -749,6 +749,10 @@ def check_source_logdir(experiment, logdir):
     checking that it is a model of the experiment it evaluates: ReproduceError otherwise."""
     source = paper.source_of(experiment)
     holder = paper.BY_NAME.get(os.path.basename(os.path.normpath(logdir)))
+    if holder is not None and holder.evaluates:
+        holder = None  # a folder named after an evaluation cell (logs/omniglot-5way-5shot): its name says nothing
+    if holder is not None and trained_iterations(os.path.join(logdir, exp_dir_name(list(holder.flags)))) is None:
+        holder = None  # an empty or new folder holds no model of another experiment: say what is missing below
     if holder is not None and holder.name != source.name:
         differences = flag_differences(source, holder)
         raise ReproduceError('%s holds %s, not %s, the model that %s evaluates (%s)' % (
@@ -938,11 +942,19 @@ def stale_evaluations(source, exp_dir, latest, out):
     for experiment in paper.EXPERIMENTS:
         if experiment.evaluates != source.name:
             continue
-        csv_path = os.path.join(exp_dir, csv_name(list(experiment.flags)))
-        if not os.path.exists(csv_path) or (os.path.getmtime(csv_path)
-                                            < os.path.getmtime(os.path.join(exp_dir, latest + '.index'))):
+        if evaluated_iterations(experiment, exp_dir) != trained_iterations(exp_dir):
             print('  %s is not evaluated on %s yet: python reproduce.py %s --logdir=%s' % (
                 experiment.name, latest, experiment.name, os.path.dirname(exp_dir)), file=out)
+
+
+def evaluated_iterations(experiment, exp_dir):
+    """The iterations of the model an evaluation-only cell was tested on, from its check file (not file
+    times, which a clone does not keep); None when it has none."""
+    path = os.path.join(exp_dir, check_name(experiment))
+    if not os.path.exists(path):
+        return None
+    done = read_check_txt(path)[0]['iterations'].partition('/')[0]
+    return int(done) if done.isdigit() else None
 
 
 ## The results table (README) ------------------------------------------------------------------------
@@ -1047,12 +1059,12 @@ def table_cell(row, published):
 
 
 def ours_text(row):
-    """Our figure for the front table. An undetermined sinusoid mean is a few diverging tasks' number, so the
-    robust figures of its check file stand in its place (the mean itself stays in the check file)."""
-    median, kept = (row.get(c, '-') for c in ROBUST_COLUMNS)
+    """Our figure for the front table. An undetermined sinusoid mean is a few diverging tasks' number, so
+    the median of its check file stands in its place, named as such (the mean stays in the check file)."""
+    median = row.get(ROBUST_COLUMNS[0], '-')
     if row['verdict'] != UNDETERMINED or median == '-':
         return row['ours']
-    return 'mean not meaningful: median %s, mean of tasks never > 10 %s' % (median, kept)
+    return 'mean dominated by diverging tasks; median %s' % median
 
 
 def table1_rows(columns, models=MODELS):

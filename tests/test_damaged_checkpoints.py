@@ -151,7 +151,7 @@ def test_resuming_with_no_intact_checkpoint_stops_and_writes_nothing(logdir):
 STATE_DAMAGES = {'garbage': b'garbage {{{\n', 'empty': b''}
 
 
-@pytest.mark.parametrize('content', ['garbage'])
+@pytest.mark.parametrize('content', sorted(STATE_DAMAGES))
 def test_testing_with_a_damaged_list_finds_the_checkpoints_on_disk(content, logdir):
     exp_dir = logdir / SINUSOID_EXP
     (exp_dir / 'checkpoint').write_bytes(STATE_DAMAGES[content])
