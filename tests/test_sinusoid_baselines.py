@@ -152,7 +152,7 @@ def test_the_command_lists_the_diverging_tasks_with_their_parameters(tmp_path, c
 ])
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, make_args, message):
     with pytest.raises(SystemExit) as exit_info:
-        sb.main(make_args(tmp_path))
+        sb.run(lambda: sb.main(make_args(tmp_path)))  # as the tool runs from the command line
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith('Error: ') and message in err and len(err.strip().splitlines()) == 1
@@ -162,7 +162,7 @@ def test_a_file_that_is_not_a_pickle_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / 'test_ubs5_stepsize0.01.pkl'
     path.write_text('not a pickle')
     with pytest.raises(SystemExit) as exit_info:
-        sb.main([str(path)])
+        sb.run(lambda: sb.main([str(path)]))
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith('Error: %s is not a test pkl' % path)
 

@@ -33,26 +33,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # data_generator, utils
+from user_errors import ArgumentParser, UserError, run  # noqa: E402  (tools/, beside this file)
 
 STEPS = 10
 FILE_NAME = re.compile(r'test_ubs(\d+)_stepsize([0-9.eE+-]+)\.pkl$')
 LAYERS = ('w1', 'b1', 'w2', 'b2', 'w3', 'b3')
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """A usage error as one line in the style of every other error: 'Error: ...', exit status 2."""
-
-    def error(self, message):
-        self.exit(2, 'Error: %s (python tools/sinusoid_baselines.py --help)\n' % message)
-
-
-def fail(message):
-    print('Error: %s' % message, file=sys.stderr)
-    sys.exit(2)
-
-
 def parse_args(argv):
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, script=__file__)
     p.add_argument('pkl', help='a test_ubs{K}_stepsize{alpha}.pkl written by main.py --train=False (or the reference)')
     p.add_argument('--tasks', choices=('ours', 'reference'), default='ours',
                    help="whose test tasks the pkl holds: main.py's (default) or the reference's recipe")
@@ -81,14 +70,14 @@ def parse_args(argv):
 def load_mses(path):
     """[tasks, 11] float64 MSEs of a test pkl, or a one-line Error."""
     if not os.path.isfile(path):
-        fail('no file %s' % path)
+        raise UserError('no file %s' % path)
     try:
         with open(path, 'rb') as f:
             mses = np.asarray(pickle.load(f)['mses'], dtype=np.float64)
     except (OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError) as exc:
-        fail('%s is not a test pkl with an "mses" array (%s: %s)' % (path, type(exc).__name__, exc))
+        raise UserError('%s is not a test pkl with an "mses" array (%s: %s)' % (path, type(exc).__name__, exc))
     if mses.ndim != 2 or mses.shape[1] != STEPS + 1:
-        fail('%s: mses has shape %s, expected [tasks, %d] (steps 0..%d)' % (path, mses.shape, STEPS + 1, STEPS))
+        raise UserError('%s: mses has shape %s, expected [tasks, %d] (steps 0..%d)' % (path, mses.shape, STEPS + 1, STEPS))
     return mses
 
 
@@ -141,7 +130,7 @@ def checkpoint_weights(folder):
     paths = sorted(glob.glob(os.path.join(folder, 'model*.index')),
                    key=lambda p: int(re.sub(r'\D', '', os.path.basename(p)) or 0))
     if not paths:
-        fail('--curvature: no checkpoint (model*.index) in %s' % folder)
+        raise UserError('--curvature: no checkpoint (model*.index) in %s' % folder)
     from utils import tf  # TensorFlow with its start-up notices filtered, as main.py imports it
     reader = tf.train.load_checkpoint(paths[-1][:-len('.index')])
     names = reader.get_variable_to_shape_map()
@@ -151,7 +140,7 @@ def checkpoint_weights(folder):
     for keys in candidates:
         if all(key in names for key in keys):
             return {n: reader.get_tensor(key).astype(np.float64) for n, key in zip(LAYERS, keys)}
-    fail('--curvature: %s holds no sinusoid network (w1..w3, b1..b3)' % paths[-1])
+    raise UserError('--curvature: %s holds no sinusoid network (w1..w3, b1..b3)' % paths[-1])
 
 
 def output_jacobian(w, inputs):
@@ -181,7 +170,7 @@ def network_inputs(x, amp, phase, dim_input):
     if dim_input == 3:
         task = np.broadcast_to(np.stack([amp, phase], -1)[:, None, :].astype(np.float32), x.shape + (2,))
         return np.concatenate([x[:, :, None], task], -1).astype(np.float64)
-    fail('--curvature: the checkpoint takes %d inputs; a sinusoid network takes 1 (x) or 3 (oracle)' % dim_input)
+    raise UserError('--curvature: the checkpoint takes %d inputs; a sinusoid network takes 1 (x) or 3 (oracle)' % dim_input)
 
 
 ## Report ------------------------------------------------------------------------------------------
@@ -256,4 +245,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run(main))
