@@ -203,12 +203,13 @@ def default_logdir(name):
     return os.path.join('logs', name)
 
 
-def check_name(experiment):
+def check_name(experiment, flags=None):
     """The verdict file beside a test CSV: check.txt for a model's own test, and for an evaluation-only
-    cell, which shares its model's folder, check_ubs{K}_stepsize{alpha}.txt after its CSV."""
+    cell, which shares its model's folder, check_ubs{K}_stepsize{alpha}.txt after its CSV (of `flags`,
+    default the experiment's: a tuned step may differ on another model)."""
     if not experiment.evaluates:
         return 'check.txt'
-    return 'check' + csv_name(list(experiment.flags))[len('test'):-len('.csv')] + '.txt'
+    return 'check' + csv_name(list(flags or experiment.flags))[len('test'):-len('.csv')] + '.txt'
 
 
 ## Running main.py ---------------------------------------------------------------------------
@@ -779,7 +780,8 @@ def refuse_training_options(experiment, opts):
 
 
 def cmd_evaluate(experiment, opts, extra, out=sys.stdout):
-    """An evaluation-only cell: test its model at the cell's K, and write the verdict beside the CSV."""
+    """An evaluation-only cell: test its model at the cell's K (at the step the rule picks on validation
+    tasks, for a cell with a step_grid), and write the verdict beside the CSV."""
     refuse_training_options(experiment, opts)
     logdir = opts.logdir or default_logdir(experiment.name)
     flags = experiment_flags(experiment, logdir, data_dir=opts.data_dir, extra=extra)
@@ -787,17 +789,129 @@ def cmd_evaluate(experiment, opts, extra, out=sys.stdout):
     exp_dir = check_source_logdir(experiment, logdir)
     print('[%s] %s: %s; %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), experiment.name, experiment.description,
                                experiment.protocol), file=out)
+    if experiment.step_grid:
+        flags.append('--update_lr=%s' % tune_step(experiment, exp_dir, flags, out))
     _, test_run, path = train_and_test(flags, out, train=False)
     rows = result_rows(experiment, path, iterations=test_run.restored_iterations)
     print('\n[%s] test results: %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), path), file=out)
     print_check(rows, opts.format, out)
     check = io.StringIO()
     status = cmd_check(path, experiment.name, 'text', out=check)
-    with open(os.path.join(exp_dir, check_name(experiment)), 'w') as f:
+    check_path = os.path.join(exp_dir, check_name(experiment, flags))
+    with open(check_path, 'w') as f:
         f.write(check.getvalue())
-    print('wrote %s' % os.path.join(exp_dir, check_name(experiment)), file=out)
+    print('wrote %s' % check_path, file=out)
     write_figures(experiment, flags, path, test_run.restored_iterations, opts, extra, out)
     return status
+
+
+## Tuned step sizes (paper.py's step_grid) ---------------------------------------------------------
+
+TUNED_STEPS = range(1, 11)  # the rule scores the whole curve after adaptation, steps 1..10
+
+
+def tuning_dir(experiment, exp_dir):
+    """Where the validation CSVs of a tuned cell live: a folder beside its model (tune_ubs{K})."""
+    return os.path.join(exp_dir, 'tune_ubs%d' % experiment.evaluated_k)
+
+
+def tuning_record(experiment, exp_dir):
+    return tuning_dir(experiment, exp_dir) + '.txt'
+
+
+def validation_csv_name(experiment, alpha):
+    return 'val_ubs%d_stepsize%s.csv' % (experiment.evaluated_k, alpha)
+
+
+def choose_step(experiment, curves):
+    """The rule (docs/experiments.md, "The tuned step size"): {alpha: {step: validation mean}} ->
+    (the alpha whose mean over steps 1..10 is best, {alpha: that mean or None when not finite})."""
+    scores = {}
+    for alpha, means in curves.items():
+        values = [means.get(step, float('nan')) for step in TUNED_STEPS]
+        scores[alpha] = sum(values) / len(values) if all(math.isfinite(v) for v in values) else None
+    finite = [alpha for alpha in curves if scores[alpha] is not None]
+    if not finite:
+        raise ReproduceError('no step size of %s gives finite validation figures at steps 1..10'
+                             % ', '.join(map(str, curves)))
+    best = (max if experiment.higher_is_better else min)(finite, key=lambda alpha: scores[alpha])
+    return best, scores
+
+
+def tuning_text(experiment, curves, iterations):
+    """The record of a tuning, written beside the model: each step's validation figures and the choice."""
+    best, scores = choose_step(experiment, curves)
+    shown = (1, 5, 10)
+    lines = ['%s: step size tuned on 600 validation tasks (main.py --train=False without --test_set), '
+             'K=%d, model of %s iterations' % (experiment.name, experiment.evaluated_k, iterations),
+             'rule: the %s mean validation %s over steps 1..10 (docs/experiments.md, "The tuned step size")'
+             % ('highest' if experiment.higher_is_better else 'lowest', experiment.metric),
+             '%-8s  %s  %s' % ('alpha', '  '.join('%10s' % ('step %d' % s) for s in shown), 'mean 1..10')]
+    for alpha in curves:
+        figures = '  '.join('%10.4f' % curves[alpha][s] for s in shown)
+        score = 'not finite' if scores[alpha] is None else '%.4f' % scores[alpha]
+        lines.append('%-8s  %s  %s%s' % (alpha, figures, score, '  <- chosen' if alpha == best else ''))
+    lines.append('chosen: %s' % best)
+    return '\n'.join(lines) + '\n'
+
+
+def read_tuning(experiment, exp_dir):
+    """{alpha: {step: validation mean}} from the validation CSVs of a tuned cell, in grid order."""
+    folder = tuning_dir(experiment, exp_dir)
+    curves = {}
+    for alpha in experiment.step_grid:
+        path = os.path.join(folder, validation_csv_name(experiment, alpha))
+        if os.path.exists(path):
+            curves[alpha] = read_test_csv(path)['means']
+    return curves
+
+
+def copy_latest_checkpoint(exp_dir, to_dir):
+    """The latest checkpoint of exp_dir alone in to_dir, so that main.py tests it there (its test CSV
+    has the same name on validation and test tasks: the model's own must not be overwritten)."""
+    import shutil
+    latest = read_checkpoint_file(exp_dir)['model_checkpoint_path'][0]
+    os.makedirs(to_dir)
+    for name in os.listdir(exp_dir):
+        if name.startswith(latest + '.'):
+            shutil.copy2(os.path.join(exp_dir, name), to_dir)
+    with open(os.path.join(to_dir, 'checkpoint'), 'w') as f:
+        f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (latest, latest))
+
+
+def tune_step(experiment, exp_dir, flags, out):
+    """Test the model on validation tasks at each step of the grid; record and return the rule's choice."""
+    import shutil
+    import tempfile
+    folder = tuning_dir(experiment, exp_dir)
+    os.makedirs(folder, exist_ok=True)
+    print('\n[%s] tuning the step size on validation tasks: %s' % (
+        time.strftime('%Y-%m-%d %H:%M:%S'), ', '.join(map(str, experiment.step_grid))), file=out)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy_latest_checkpoint(exp_dir, os.path.join(tmp, os.path.basename(exp_dir)))
+        for alpha in experiment.step_grid:
+            run_flags = [f for f in flags if not f.startswith('--logdir=')] + [
+                '--logdir=%s' % tmp, '--update_lr=%s' % alpha, '--train=False']
+            run = run_main(run_flags, out)
+            written = test_csv_path(run_flags)
+            if run.returncode != 0 or not os.path.exists(written):
+                raise ReproduceError('the validation test at step %s failed (exit status %d): %s'
+                                     % (alpha, run.returncode, run.command))
+            shutil.move(written, os.path.join(folder, validation_csv_name(experiment, alpha)))
+            os.remove(per_task_path(written))
+    curves = read_tuning(experiment, exp_dir)
+    text = tuning_text(experiment, curves, trained_iterations(exp_dir))
+    with open(tuning_record(experiment, exp_dir), 'w') as f:
+        f.write(text)
+    print('\n' + text + 'wrote %s and %s/' % (tuning_record(experiment, exp_dir), folder), file=out)
+    best, _ = choose_step(experiment, curves)
+    if best in (experiment.step_grid[0], experiment.step_grid[-1]):
+        raise ReproduceError('the rule chose %s, at the edge of the grid: widen %s\'s step_grid in paper.py'
+                             % (best, experiment.name))
+    if best != experiment.update_lr:
+        print('Note: paper.py gives %s --update_lr=%s, the choice on the released model; on this model the '
+              'rule chose %s, which this test uses' % (experiment.name, experiment.update_lr, best), file=out)
+    return best
 
 
 def cmd_reproduce(experiment, opts, extra, out=sys.stdout):

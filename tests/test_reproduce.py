@@ -83,6 +83,7 @@ SPEC_ROWS = {
 SPEC_SINUSOID = {'Sinusoid K=5, MSE after 1 / 5 / 10 steps (paper appendix)': [
                      'sinusoid-5shot', 'sinusoid-5shot-train5', 'sinusoid-5shot-train5-alpha0.001'],
                  'Sinusoid K=5, pretrained baseline, 1 / 5 / 10 steps': ['sinusoid-5shot-pretrained',
+                                                                        'sinusoid-5shot-pretrained-step0.01',
                                                                         'sinusoid-5shot-pretrained-train5']}
 FIGURE = re.compile(r'^(\d+(?:\.\d+)?)(?: \+- (\d+(?:\.\d+)?))?')
 
