@@ -124,7 +124,7 @@ PRETRAINED_PROTOCOL = ('pretrained K=10 (the reference\'s baseline command; the 
 # rule (docs/experiments.md, "The tuned step size", fixed before any tuned figure was computed): the step of this
 # grid with the lowest validation MSE averaged over steps 1..10, one step for the whole curve.
 PRETRAINED_STEP_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
-PRETRAINED_STEP = 0.01  # the rule's choice on the released sinusoid-10shot-pretrained model (tune_ubs5.txt there)
+PRETRAINED_STEP = 0.005  # the rule's choice on the released sinusoid-10shot-pretrained model (tune_ubs5.txt there)
 # The first author, cbfinn/maml issue #3 (2017): "For the omniglot experiments, I trained on 1-shot and
 # evaluated on 5-shot" (--train=False --update_batch_size=5 --train_update_batch_size=1).
 OMNIGLOT_5SHOT_PROTOCOL = 'the 1-shot model, evaluated K=5 (first author, cbfinn/maml issue #3)'

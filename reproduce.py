@@ -1207,8 +1207,9 @@ def sine_rows(models=MODELS):
 
 
 TABLE_NOTE = ('Each cell: ours, mean +- 95% CI over 600 test tasks (the paper\'s figure), iterations trained, '
-              'verdict. Omniglot 5-shot: the 1-shot model evaluated at 5 shots; sinusoid: the K=10 model '
-              'evaluated at K=5 (docs/experiments.md, the protocols). Other runs: --table --variants.')
+              'verdict. Omniglot 5-shot: the 1-shot model evaluated at 5 shots; sinusoid: the K=10 models '
+              'evaluated at K=5, the pretrained one at a tuned step (docs/experiments.md, the protocols). Other '
+              'runs: --table --variants.')
 
 
 def front_table(fmt='text', models=MODELS):
