@@ -93,15 +93,11 @@ def our_tasks(num_tasks, k, seed=0, split='test'):
 
 
 def reference_tasks(num_tasks, k):
-    """The same for the reference's test: numpy seeded with 1, then amplitude, phase, 2K inputs per task;
-    the inputs as float32, as its placeholders received them."""
-    rs = np.random.RandomState(1)
-    xs, amps, phases = [], [], []
-    for _ in range(num_tasks):
-        amps.append(rs.uniform(0.1, 5.0, [1])[0])
-        phases.append(rs.uniform(0, np.pi, [1])[0])
-        xs.append(rs.uniform(-5.0, 5.0, [2 * k, 1])[:, 0])
-    return np.stack(xs).astype(np.float32), np.array(amps), np.array(phases)
+    """The same for the reference's test (sinusoid_study's recipe): the inputs as float32, as its
+    placeholders received them."""
+    from sinusoid_study import draw_reference_tasks
+    x, amps, phases = draw_reference_tasks(num_tasks, k)
+    return x[:, :, 0].astype(np.float32), amps, phases
 
 
 ## Which tasks diverge -----------------------------------------------------------------------------

@@ -253,32 +253,31 @@ def late_train_loss(train_log, first=40000):
 
 ## The reference's test tasks -------------------------------------------------------------------------
 
-def reference_test_tasks(num_tasks=NUM_TASKS, k=K):
-    """The 600 tasks the reference tests on, from its recipe.
+def draw_reference_tasks(num_tasks=NUM_TASKS, k=K):
+    """The reference's test-task recipe, the one place it is written: (x [tasks, 2K, 1] float64,
+    amplitudes [tasks], phases [tasks]).
 
-    np.random.seed(1) and random.seed(1) (the reference seeds both before its
-    test; only numpy's stream is used), then per task, in this order:
-    amplitude U[0.1, 5], phase U[0, pi], 2K inputs U[-5, 5]; y = amp sin(x -
-    phase) in float64, then both cast to float32 (the reference fed float64
-    arrays into float32 placeholders). Returns x, y of shape [tasks, 2K, 1];
-    the first K points of each task are the support set, the last K the query.
-    The global numpy/random states are restored afterwards.
+    The reference seeds numpy with 1 (and Python's random, which its sinusoid
+    test does not use) before its test, then draws per task, in this order:
+    amplitude U[0.1, 5], phase U[0, pi], 2K inputs U[-5, 5]. A RandomState(1)
+    gives the same numbers and leaves the global random states alone.
     """
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        np.random.seed(1)
-        random.seed(1)
-        xs, ys = [], []
-        for _ in range(num_tasks):
-            amp = np.random.uniform(0.1, 5.0, [1])
-            phase = np.random.uniform(0, np.pi, [1])
-            x = np.random.uniform(-5.0, 5.0, [2 * k, 1])
-            xs.append(x)
-            ys.append(amp * np.sin(x - phase))
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
+    rs = np.random.RandomState(1)
+    xs, amps, phases = [], [], []
+    for _ in range(num_tasks):
+        amps.append(rs.uniform(0.1, 5.0, [1])[0])
+        phases.append(rs.uniform(0, np.pi, [1])[0])
+        xs.append(rs.uniform(-5.0, 5.0, [2 * k, 1]))
+    return np.stack(xs), np.array(amps), np.array(phases)
+
+
+def reference_test_tasks(num_tasks=NUM_TASKS, k=K):
+    """The tasks the reference tests on: x, y of shape [tasks, 2K, 1] in float32, y = amp sin(x - phase)
+    computed in float64 and then cast (the reference fed float64 arrays into float32 placeholders). The
+    first K points of each task are the support set, the last K the query."""
+    x, amps, phases = draw_reference_tasks(num_tasks, k)
+    y = amps[:, None, None] * np.sin(x - phases[:, None, None])
+    return x.astype(np.float32), y.astype(np.float32)
 
 
 def task_batch(x, y, i, k=K):
@@ -1066,14 +1065,8 @@ def blow_up_task_lines(task_mses, tasks, k=5):
 
 
 def reference_task_parameters(num_tasks=NUM_TASKS, k=K):
-    """(amplitudes, phases) of the reference's test tasks, drawn as reference_test_tasks draws them."""
-    rs = np.random.RandomState(1)
-    amps, phases = [], []
-    for _ in range(num_tasks):
-        amps.append(rs.uniform(0.1, 5.0, [1])[0])
-        phases.append(rs.uniform(0, np.pi, [1])[0])
-        rs.uniform(-5.0, 5.0, [2 * k, 1])
-    return np.array(amps), np.array(phases)
+    """(amplitudes, phases) of the reference's test tasks."""
+    return draw_reference_tasks(num_tasks, k)[1:]
 
 
 def test_reference(model, x, y, directory):
