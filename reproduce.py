@@ -46,6 +46,14 @@ check_ubs{K}_stepsize{alpha}.txt (check.txt is the model's own test). A
 logdir that holds another experiment's model (another network, N-way, ...),
 or no trained model, is an error.
 
+An evaluation-only cell with a step_grid in paper.py (the pretrained
+sinusoid baseline, which the paper fine-tunes "using an automatically tuned
+step size") first tests the model on main.py's validation tasks at each step
+of the grid, in a copy of its latest checkpoint, and keeps the step the rule
+of docs/experiments.md ("The tuned step size") chooses: the validation CSVs
+go to tune_ubs{K}/ beside the model, the choice to tune_ubs{K}.txt, and the
+test runs at that step.
+
 --table prints the paper's Table 1 (Omniglot and miniImagenet; rows MAML,
 first order, no conv) and its sinusoid figure, each cell with the published
 figure, ours, the iterations trained and the verdict of the model released
