@@ -214,7 +214,7 @@ EXPERIMENTS = [
     _sinusoid('sinusoid-5shot-pretrained-train5', 'Sinusoid regression, K=5, pretrained baseline pretrained at K=5 '
               '(fine-tuned with step 0.01)', SINE_PRE + ' --update_batch_size=5 --update_lr=0.01',
               SINE_PRETRAINED_K5, 'pretrained and evaluated K=5 (the reference\'s baseline command: K=10)', variant=True,
-              note='pretraining ignores update_lr; 0.01 is the paper\'s fine-tuning step at test time'),
+              note='pretraining ignores update_lr; 0.01 is MAML\'s step, untuned (the front-table cell tunes it)'),
     # Table 1. Omniglot: 1-shot trained and evaluated at K=1; 5-shot is the 1-shot model evaluated at K=5.
     *_classification('omniglot-5way-1shot', 'Omniglot 5-way 1-shot', O5, 1, 3, (98.7, 0.4), (98.3, 0.5),
                      protocol=OMNIGLOT_1SHOT_PROTOCOL),

@@ -103,9 +103,11 @@ import os
 import pickle
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import flags
@@ -791,6 +793,7 @@ def cmd_evaluate(experiment, opts, extra, out=sys.stdout):
     """An evaluation-only cell: test its model at the cell's K (at the step the rule picks on validation
     tasks, for a cell with a step_grid), and write the verdict beside the CSV."""
     refuse_training_options(experiment, opts)
+    refuse_tuned_flags(experiment, extra)
     logdir = opts.logdir or default_logdir(experiment.name)
     flags = experiment_flags(experiment, logdir, data_dir=opts.data_dir, extra=extra)
     main_flag_values(flags)  # fail early on a bad flag
@@ -798,7 +801,7 @@ def cmd_evaluate(experiment, opts, extra, out=sys.stdout):
     print('[%s] %s: %s; %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), experiment.name, experiment.description,
                                experiment.protocol), file=out)
     if experiment.step_grid:
-        flags.append('--update_lr=%s' % tune_step(experiment, exp_dir, flags, out))
+        flags = without_flag(flags, 'update_lr') + ['--update_lr=%s' % tune_step(experiment, exp_dir, flags, out)]
     _, test_run, path = train_and_test(flags, out, train=False)
     rows = result_rows(experiment, path, iterations=test_run.restored_iterations)
     print('\n[%s] test results: %s' % (time.strftime('%Y-%m-%d %H:%M:%S'), path), file=out)
@@ -816,6 +819,22 @@ def cmd_evaluate(experiment, opts, extra, out=sys.stdout):
 ## Tuned step sizes (paper.py's step_grid) ---------------------------------------------------------
 
 TUNED_STEPS = range(1, 11)  # the rule scores the whole curve after adaptation, steps 1..10
+TUNING_DECIDES = ('update_lr', 'test_set', 'test_iter')  # flags of a tuned cell that the tuning sets
+
+
+def without_flag(flags, name):
+    return [f for f in flags if f.lstrip('-').partition('=')[0] != name]
+
+
+def refuse_tuned_flags(experiment, extra):
+    """The tuning chooses the step on validation tasks of the latest checkpoint: extra flags that would
+    change the step, the tasks or the checkpoint are an error, not silently overridden."""
+    given = [f for f in extra if f.lstrip('-').partition('=')[0] in TUNING_DECIDES]
+    if experiment.step_grid and given:
+        untuned = [e.name for e in paper.EXPERIMENTS if e.evaluates == experiment.evaluates and not e.step_grid]
+        raise ReproduceError('%s tunes its step size on validation tasks of the latest checkpoint: %s does not '
+                             'apply%s' % (experiment.name, ' '.join(given),
+                                          ' (a fixed step: %s)' % ', '.join(untuned) if untuned else ''))
 
 
 def tuning_dir(experiment, exp_dir):
@@ -846,26 +865,34 @@ def choose_step(experiment, curves):
     return best, scores
 
 
+def at_edge(experiment, alpha):
+    return alpha in (experiment.step_grid[0], experiment.step_grid[-1])
+
+
 def tuning_text(experiment, curves, iterations):
-    """The record of a tuning, written beside the model: each step's validation figures and the choice."""
+    """The record of a tuning, written beside the model: each step's validation figures and the choice
+    (none when the best step is at the edge of the grid: the rule does not accept it)."""
     best, scores = choose_step(experiment, curves)
     shown = (1, 5, 10)
-    lines = ['%s: step size tuned on 600 validation tasks (main.py --train=False without --test_set), '
+    lines = ['%s: step size tuned on 600 validation tasks (main.py --train=False --test_set=False), '
              'K=%d, model of %s iterations' % (experiment.name, experiment.evaluated_k, iterations),
              'rule: the %s mean validation %s over steps 1..10 (docs/experiments.md, "The tuned step size")'
              % ('highest' if experiment.higher_is_better else 'lowest', experiment.metric),
              '%-8s  %s  %s' % ('alpha', '  '.join('%10s' % ('step %d' % s) for s in shown), 'mean 1..10')]
     for alpha in curves:
-        figures = '  '.join('%10.4f' % curves[alpha][s] for s in shown)
+        figures = '  '.join('%10.4f' % curves[alpha].get(s, float('nan')) for s in shown)
         score = 'not finite' if scores[alpha] is None else '%.4f' % scores[alpha]
-        lines.append('%-8s  %s  %s%s' % (alpha, figures, score, '  <- chosen' if alpha == best else ''))
-    lines.append('chosen: %s' % best)
+        lines.append('%-8s  %s  %s%s' % (alpha, figures, score, '  <- best' if alpha == best else ''))
+    if at_edge(experiment, best):
+        lines.append('chosen: none (%s is at the edge of the grid: widen step_grid in paper.py)' % best)
+    else:
+        lines.append('chosen: %s' % best)
     return '\n'.join(lines) + '\n'
 
 
-def read_tuning(experiment, exp_dir):
+def read_tuning(experiment, exp_dir, folder=None):
     """{alpha: {step: validation mean}} from the validation CSVs of a tuned cell, in grid order."""
-    folder = tuning_dir(experiment, exp_dir)
+    folder = folder or tuning_dir(experiment, exp_dir)
     curves = {}
     for alpha in experiment.step_grid:
         path = os.path.join(folder, validation_csv_name(experiment, alpha))
@@ -875,47 +902,61 @@ def read_tuning(experiment, exp_dir):
 
 
 def copy_latest_checkpoint(exp_dir, to_dir):
-    """The latest checkpoint of exp_dir alone in to_dir, so that main.py tests it there (its test CSV
-    has the same name on validation and test tasks: the model's own must not be overwritten)."""
-    import shutil
-    latest = read_checkpoint_file(exp_dir)['model_checkpoint_path'][0]
+    """The latest checkpoint of exp_dir (main.py's model-N) alone in to_dir, so that main.py tests it there:
+    its test CSV has the same name on validation and test tasks, and the model's own must not be
+    overwritten."""
+    latest = None
+    if os.path.exists(os.path.join(exp_dir, 'checkpoint')):
+        latest = read_checkpoint_file(exp_dir).get('model_checkpoint_path', [None])[0]
+    files = [name for name in os.listdir(exp_dir) if latest and name.startswith(latest + '.')]
+    if not any(name.endswith('.index') for name in files):
+        raise ReproduceError('tuning a step size needs a checkpoint of main.py (model-N, named in the '
+                             '\'checkpoint\' file) in %s; found none' % exp_dir)
     os.makedirs(to_dir)
-    for name in os.listdir(exp_dir):
-        if name.startswith(latest + '.'):
-            shutil.copy2(os.path.join(exp_dir, name), to_dir)
+    for name in files:
+        shutil.copy2(os.path.join(exp_dir, name), to_dir)
     with open(os.path.join(to_dir, 'checkpoint'), 'w') as f:
         f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (latest, latest))
 
 
+def validation_curves(experiment, exp_dir, flags, tmp, out):
+    """Test a copy of the model on validation tasks at each step of the grid; the CSVs in tmp/tune."""
+    folder = os.path.join(tmp, 'tune')
+    os.makedirs(folder)
+    copy_latest_checkpoint(exp_dir, os.path.join(tmp, 'logdir', os.path.basename(exp_dir)))
+    for alpha in experiment.step_grid:
+        run_flags = without_flag(without_flag(flags, 'logdir'), 'update_lr') + [
+            '--logdir=%s' % os.path.join(tmp, 'logdir'), '--update_lr=%s' % alpha, '--train=False',
+            '--test_set=False']
+        run = run_main(run_flags, out)
+        written = test_csv_path(run_flags)
+        if run.returncode != 0 or not os.path.exists(written):
+            raise ReproduceError('the validation test at step %s failed (exit status %d): %s'
+                                 % (alpha, run.returncode, run.command))
+        shutil.move(written, os.path.join(folder, validation_csv_name(experiment, alpha)))
+    return folder
+
+
 def tune_step(experiment, exp_dir, flags, out):
-    """Test the model on validation tasks at each step of the grid; record and return the rule's choice."""
-    import shutil
-    import tempfile
-    folder = tuning_dir(experiment, exp_dir)
-    os.makedirs(folder, exist_ok=True)
+    """Test the model on validation tasks at each step of the grid; record and return the rule's choice.
+    The validation CSVs and the record replace the old ones only once every run has succeeded."""
     print('\n[%s] tuning the step size on validation tasks: %s' % (
         time.strftime('%Y-%m-%d %H:%M:%S'), ', '.join(map(str, experiment.step_grid))), file=out)
     with tempfile.TemporaryDirectory() as tmp:
-        copy_latest_checkpoint(exp_dir, os.path.join(tmp, os.path.basename(exp_dir)))
-        for alpha in experiment.step_grid:
-            run_flags = [f for f in flags if not f.startswith('--logdir=')] + [
-                '--logdir=%s' % tmp, '--update_lr=%s' % alpha, '--train=False']
-            run = run_main(run_flags, out)
-            written = test_csv_path(run_flags)
-            if run.returncode != 0 or not os.path.exists(written):
-                raise ReproduceError('the validation test at step %s failed (exit status %d): %s'
-                                     % (alpha, run.returncode, run.command))
-            shutil.move(written, os.path.join(folder, validation_csv_name(experiment, alpha)))
-            os.remove(per_task_path(written))
-    curves = read_tuning(experiment, exp_dir)
-    text = tuning_text(experiment, curves, trained_iterations(exp_dir))
+        new = validation_curves(experiment, exp_dir, flags, tmp, out)
+        curves = read_tuning(experiment, exp_dir, folder=new)
+        text = tuning_text(experiment, curves, trained_iterations(exp_dir))
+        folder = tuning_dir(experiment, exp_dir)
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        shutil.copytree(new, folder)
     with open(tuning_record(experiment, exp_dir), 'w') as f:
         f.write(text)
     print('\n' + text + 'wrote %s and %s/' % (tuning_record(experiment, exp_dir), folder), file=out)
     best, _ = choose_step(experiment, curves)
-    if best in (experiment.step_grid[0], experiment.step_grid[-1]):
-        raise ReproduceError('the rule chose %s, at the edge of the grid: widen %s\'s step_grid in paper.py'
-                             % (best, experiment.name))
+    if at_edge(experiment, best):
+        raise ReproduceError('the best step, %s, is at the edge of the grid, which the rule does not accept: '
+                             'widen %s\'s step_grid in paper.py' % (best, experiment.name))
     if best != experiment.update_lr:
         print('Note: paper.py gives %s --update_lr=%s, the choice on the released model; on this model the '
               'rule chose %s, which this test uses' % (experiment.name, experiment.update_lr, best), file=out)

@@ -50,14 +50,21 @@ def test_an_evaluation_cell_is_its_models_flags_tested_at_another_k(name):
     assert source.evaluates is None
     differences = reproduce.flag_differences(experiment, source)
     if experiment.step_grid:  # a tuned step (tests/test_tuned_step.py): the model's own step names its folder
-        assert {d.partition('=')[0] for d in differences} <= {'--update_lr', '--train_update_lr'}
-        differences = []
-    assert differences == []
+        assert {d.partition('=')[0] for d in differences} == {'--update_lr', '--train_update_lr'}
+    else:
+        assert differences == []
     assert experiment.trained_k == source.trained_k == source.evaluated_k
     assert experiment.evaluated_k == 5 != experiment.trained_k
     assert reproduce.exp_dir_name(list(experiment.flags)) == reproduce.exp_dir_name(list(source.flags))
     assert reproduce.csv_name(list(experiment.flags)) != reproduce.csv_name(list(source.flags))
     assert experiment.protocol and experiment.published[0] is not None  # a figure of the paper's own
+
+
+def test_the_evaluations_of_one_model_write_files_of_their_own():
+    """Two cells evaluating one model at the same K and step would write the same CSV and check file
+    (a tuned step equal to a variant's fixed one, say): each evaluation's names differ from its siblings'."""
+    names = [(e.evaluates, reproduce.check_name(e)) for e in paper.EXPERIMENTS if e.evaluates]
+    assert len(names) == len(set(names)) and len(names) == len(EVALUATED)
 
 
 def test_miniimagenet_meta_batch_is_the_papers_appendix():
