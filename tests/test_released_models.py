@@ -16,7 +16,6 @@ import csv
 import os
 import pickle
 import re
-import shutil
 import subprocess
 import sys
 
@@ -127,11 +126,7 @@ def rescore(experiment, folder, data_dir, tmp_path, tasks=ALL_TASKS):
     `tasks` test tasks; returns (per-task results [tasks, 11], the CSV written)."""
     flags = list(experiment.flags)
     run_dir = tmp_path / 'logs' / folder.name
-    run_dir.mkdir(parents=True)
-    latest = latest_checkpoint(folder)
-    for name in os.listdir(folder):
-        if name.startswith(latest + '.') or name == 'checkpoint':
-            shutil.copy(folder / name, run_dir / name)
+    reproduce.copy_latest_checkpoint(str(folder), str(run_dir))
     datasource = experiment.flag_value('datasource')
     argv = [*flags, '--train=False', '--test_set=True', '--logdir=%s' % (tmp_path / 'logs')]
     argv += ['--data_dir=%s' % data_dir(datasource)] if datasource in REAL_DATA else []
