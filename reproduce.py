@@ -184,18 +184,23 @@ def test_csv_path(args):
     return os.path.join(values.logdir, exp_dir_name(args), csv_name(args))
 
 
+def without_flag(flags, name):
+    """flags without any value of --name."""
+    return [f for f in flags if f.lstrip('-').partition('=')[0] != name]
+
+
 def set_iterations(flags, iterations):
     """Shorten (or lengthen) training: metatrain_iterations, or pretrain_iterations when
     the experiment trains by pretraining only (the pretrained and oracle baselines)."""
     values = main_flag_values(flags)
     name = 'pretrain_iterations' if values.metatrain_iterations == 0 else 'metatrain_iterations'
-    return [f for f in flags if not f.startswith('--%s=' % name)] + ['--%s=%d' % (name, iterations)]
+    return without_flag(flags, name) + ['--%s=%d' % (name, iterations)]
 
 
 def experiment_flags(experiment, logdir, iterations=None, data_dir=None, extra=(), stop_grad=None):
     flags = list(experiment.flags)
     if stop_grad is not None:
-        flags = [f for f in flags if not f.startswith('--stop_grad=')] + ['--stop_grad=%s' % stop_grad]
+        flags = without_flag(flags, 'stop_grad') + ['--stop_grad=%s' % stop_grad]
     if iterations is not None:
         flags = set_iterations(flags, iterations)
     flags.append('--logdir=%s' % logdir)
@@ -820,10 +825,6 @@ def cmd_evaluate(experiment, opts, extra, out=sys.stdout):
 
 TUNED_STEPS = range(1, 11)  # the rule scores the whole curve after adaptation, steps 1..10
 TUNING_DECIDES = ('update_lr', 'test_set', 'test_iter')  # flags of a tuned cell that the tuning sets
-
-
-def without_flag(flags, name):
-    return [f for f in flags if f.lstrip('-').partition('=')[0] != name]
 
 
 def refuse_tuned_flags(experiment, extra):

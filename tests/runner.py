@@ -98,3 +98,16 @@ def read_results_csv(path):
 
 def describe(proc):
     return 'exit %s\nstdout:\n%s\nstderr:\n%s' % (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
+
+
+def train_experiment(name, logdir, iterations):
+    """paper.py's experiment `name` trained for a few iterations in logdir (main.py with the flags
+    reproduce.py gives it); returns its run folder."""
+    import paper
+    import reproduce
+    flags = reproduce.experiment_flags(paper.get(name), str(logdir), iterations=iterations)
+    logdir.mkdir(parents=True)
+    proc = subprocess.run(main_command(*flags), cwd=str(logdir.parent), env=user_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, describe(proc)
+    return logdir / reproduce.exp_dir_name(flags)

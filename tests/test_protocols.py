@@ -10,7 +10,7 @@ import pytest
 import paper
 import reproduce
 from conftest import REPO
-from runner import describe, main_command, user_env
+from runner import describe, train_experiment, user_env
 
 
 def write_test_csv(path, means, ci95):
@@ -105,16 +105,6 @@ def test_table1_layout_names_the_papers_cells():
 
 ## Evaluation-only cells: the command -------------------------------------------------------------------
 
-def trained_sinusoid_model(logdir, iterations=20):
-    """sinusoid-10shot trained for a few iterations in logdir (main.py, as reproduce.py runs it)."""
-    flags = reproduce.experiment_flags(paper.get('sinusoid-10shot'), str(logdir), iterations=iterations)
-    logdir.mkdir(parents=True)
-    proc = subprocess.run(main_command(*flags), cwd=str(logdir.parent), env=user_env(), capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, describe(proc)
-    return logdir / reproduce.exp_dir_name(flags)
-
-
 def run_reproduce(*args, cwd):
     return subprocess.run([sys.executable, str(REPO / 'reproduce.py')] + list(args), cwd=str(cwd), env=user_env(),
                           capture_output=True, text=True, timeout=600)
@@ -124,7 +114,7 @@ def test_an_evaluation_tests_the_model_at_k5_and_writes_its_results_beside_it(tm
     """reproduce.py sinusoid-5shot --logdir=<a sinusoid-10shot run>: no training; the K=5 test CSV, pkl
     and check_ubs5_stepsize0.01.txt land in the K=10 model's folder; --check and the table find them."""
     models = tmp_path / 'models'
-    exp_dir = trained_sinusoid_model(models / 'sinusoid-10shot')
+    exp_dir = train_experiment('sinusoid-10shot', models / 'sinusoid-10shot', 20)
     before = sorted(p for p in os.listdir(exp_dir) if p.startswith('model-'))
     proc = run_reproduce('sinusoid-5shot', '--logdir=%s' % (models / 'sinusoid-10shot'),
                          '--plot_dir=%s' % (tmp_path / 'figures'), cwd=tmp_path)

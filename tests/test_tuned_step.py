@@ -12,7 +12,7 @@ import pytest
 import paper
 import reproduce
 from conftest import REPO
-from runner import describe, main_command, user_env
+from runner import describe, main_command, train_experiment, user_env
 
 CELL = 'sinusoid-5shot-pretrained'
 
@@ -53,23 +53,13 @@ def test_the_pretrained_cell_tunes_its_step_and_keeps_its_models_folder():
     assert [e.name for e in paper.EXPERIMENTS if e.step_grid] == [CELL]
 
 
-def trained_pretrained_model(logdir, iterations=30):
-    """sinusoid-10shot-pretrained pretrained for a few iterations in logdir (main.py, as reproduce.py runs it)."""
-    flags = reproduce.experiment_flags(paper.get('sinusoid-10shot-pretrained'), str(logdir), iterations=iterations)
-    logdir.mkdir(parents=True)
-    proc = subprocess.run(main_command(*flags), cwd=str(logdir.parent), env=user_env(), capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, describe(proc)
-    return logdir / reproduce.exp_dir_name(flags)
-
-
 def test_tuning_scores_validation_tasks_then_tests_the_choice_beside_the_model(tmp_path):
     """A grid of a tiny step, a small one (not paper.py's) and one so large that the fine-tuning diverges:
     the small one wins. The validation CSVs and the record land beside the model, the model's own files
     (a test CSV named as a validation run at a step of the grid would be, included) are untouched, and the
     test CSV and check file are those of the chosen step."""
     logdir = tmp_path / 'sinusoid-10shot-pretrained'
-    exp_dir = trained_pretrained_model(logdir)
+    exp_dir = train_experiment('sinusoid-10shot-pretrained', logdir, 30)
     (exp_dir / 'test_ubs5_stepsize1e-07.csv').write_text('an earlier test at this step\n')
     (exp_dir / 'test_ubs5_stepsize1e-07.pkl').write_bytes(b'its tasks')
     own = {name: (exp_dir / name).read_bytes() for name in os.listdir(exp_dir)}
