@@ -87,6 +87,14 @@ TEST_NUM_UPDATES = 10
 TEST_TASKS_PER_BATCH = {'sinusoid': 600, 'omniglot': 10, 'miniimagenet': 1}
 
 
+def fill_train_flags(f):
+    """The training-time K and alpha, which name the run's folder: the test's own unless given."""
+    if f.train_update_batch_size == -1:
+        f.train_update_batch_size = f.update_batch_size
+    if f.train_update_lr == -1:
+        f.train_update_lr = f.update_lr
+
+
 def experiment_name(f):
     """exp_string of the reference: the folder under logdir of one configuration."""
     name = 'cls_%s.mbs_%s.ubs_%s.numstep%s.updatelr%s' % (
@@ -962,10 +970,7 @@ def experiment():
         # the oracle is trained by plain regression on the task-aware input
         FLAGS.pretrain_iterations += FLAGS.metatrain_iterations
         FLAGS.metatrain_iterations = 0
-    if FLAGS.train_update_batch_size == -1:
-        FLAGS.train_update_batch_size = FLAGS.update_batch_size
-    if FLAGS.train_update_lr == -1:
-        FLAGS.train_update_lr = FLAGS.update_lr
+    fill_train_flags(FLAGS)
     exp_dir = os.path.join(FLAGS.logdir, experiment_name(FLAGS))
     data_generator, model = build(FLAGS.train)
     chief = is_chief(model.strategy)

@@ -153,18 +153,14 @@ class ArgumentParser(argparse.ArgumentParser):
 def main_flag_values(args):
     """main.py's flags parsed from args (a private copy: main.FLAGS is left untouched).
 
-    Applies what main.main() derives before naming the experiment folder:
-    train_update_batch_size / train_update_lr default to the test values.
+    Applies what main.py derives before naming the experiment folder (main.fill_train_flags).
     Raises absl.flags.Error for an unknown flag or a bad value.
     """
     import main
     values = copy.deepcopy(main.FLAGS)
     values.unparse_flags()
     values(['main.py'] + list(args))
-    if values.train_update_batch_size == -1:
-        values.train_update_batch_size = values.update_batch_size
-    if values.train_update_lr == -1:
-        values.train_update_lr = values.update_lr
+    main.fill_train_flags(values)
     return values
 
 

@@ -76,20 +76,22 @@ def parse_args(argv):
     return args, experiment
 
 
-def load_run(experiment, args):
-    """(model, data generator, checkpoint choice, exp dir) under main.py's test flags of the run."""
+def load_run(experiment, args, train=False):
+    """(model, data generator, checkpoint choice, exp dir, iteration) under main.py's flags of the run:
+    its test flags (args.split's tasks), or with train its training flags (meta-batches of training
+    tasks)."""
     import main
     from data_generator import DataError
     logdir = args.logdir or os.path.join(REPO, 'models', experiment.name)
-    flags = reproduce.experiment_flags(experiment, logdir, data_dir=args.data_dir) + [
-        '--train=False', '--test_set=%s' % (args.split == 'test'), '--test_iter=%d' % args.test_iter]
+    flags = reproduce.experiment_flags(experiment, logdir, data_dir=args.data_dir) + ['--test_iter=%d' % args.test_iter]
+    if not train:
+        flags += ['--train=False', '--test_set=%s' % (args.split == 'test')]
     main.FLAGS.unparse_flags()  # every flag from its default, whatever parsed them before
     main.FLAGS(['inner_steps'] + flags)
-    main.FLAGS.train_update_batch_size = main.FLAGS.update_batch_size
-    main.FLAGS.train_update_lr = main.FLAGS.update_lr
+    main.fill_train_flags(main.FLAGS)
     exp_dir = os.path.join(logdir, main.experiment_name(main.FLAGS))
     try:
-        data_generator, model = main.build(train=False)  # the data checked first, then TensorFlow imported
+        data_generator, model = main.build(train=train)  # the data checked first, then TensorFlow imported
     except (DataError, main.FlagError) as exc:
         raise UserError(str(exc)) from None
     from tf1_checkpoint import CheckpointMismatch
@@ -98,20 +100,19 @@ def load_run(experiment, args):
         path = ckpt.path_for(args.test_iter)
         if path is None:
             raise UserError('no checkpoint in %s' % exp_dir)
-        ckpt.restore(path, optimizer_state=False)
+        iteration = ckpt.restore(path, optimizer_state=False)
     except (main.DamagedCheckpoint, CheckpointMismatch) as exc:
         raise UserError(str(exc)) from None
-    if args.float64:
-        model = in_float64(model)
-    return model, data_generator, ckpt.choice, exp_dir
+    return model, data_generator, ckpt.choice, exp_dir, iteration
 
 
-def in_float64(model):
-    """A float64 copy of the model with its weights."""
-    import tensorflow as tf
+def model_copy(model, dtype, stop_grad=None):
+    """A copy of the model with its weights in dtype, with another --stop_grad if given."""
+    import dataclasses
     from maml import MAML
+    config = model.config if stop_grad is None else dataclasses.replace(model.config, stop_grad=stop_grad)
     copy = MAML(model.dim_input, model.dim_output, test_num_updates=model.test_num_updates,
-                config=model.config, dtype=tf.float64)
+                config=config, dtype=dtype)
     copy.assign({name: v.numpy() for name, v in model.named_variables().items()})
     return copy
 
@@ -218,7 +219,10 @@ def table(results):
 
 def main(argv=None):
     args, experiment = parse_args(sys.argv[1:] if argv is None else argv)
-    model, data_generator, choice, exp_dir = load_run(experiment, args)
+    model, data_generator, choice, exp_dir, _ = load_run(experiment, args)
+    if args.float64:
+        import tensorflow as tf
+        model = model_copy(model, tf.float64)
     trained_lr = model.update_lr
     k = int(experiment.flag_value('update_batch_size'))
     lrs = [float(v) for v in args.update_lrs.split(',') if v] or [trained_lr]
