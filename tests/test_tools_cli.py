@@ -22,6 +22,7 @@ MISSING = '{missing}'  # replaced by a path that does not exist
 BAD_INPUTS = {
     'tools/benchmark.py': ['--configs', 'nosuch'],
     'tools/inner_steps.py': ['omniglot-5way-1shot', '--data_dir', MISSING],  # no data
+    'tools/gradient_precision.py': ['omniglot-5way-1shot', '--data_dir', MISSING],  # no data
     'tools/training_curves.py': [MISSING],
     'tools/sinusoid_study.py': ['--seeds', '0-x'],
     'tools/sinusoid_baselines.py': [MISSING + '/test_ubs5_stepsize0.01.pkl'],
