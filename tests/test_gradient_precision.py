@@ -94,3 +94,11 @@ def test_on_a_short_run_of_the_paper_flags(tmp_path):
         assert float(norm) > 0 and float(cos) > 0.9999 and float(error) < 1e-2, out
         assert -1 <= float(fo_cos) < 0.99999, out
     assert re.search(r'float64 gradients of meta-batches 0 and 1: cosine -?[01]\.\d{4}$', out, re.M), out
+
+
+def test_an_evaluation_only_cell_is_refused_with_the_model_to_give():
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'gradient_precision.py'), 'omniglot-20way-5shot'],
+                          env=user_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, describe(proc)
+    assert "omniglot-20way-5shot trains no model of its own: it evaluates omniglot-20way-1shot's" in proc.stderr
+    assert 'Traceback' not in proc.stderr

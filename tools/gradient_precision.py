@@ -43,6 +43,8 @@ def parse_args(argv):
         experiment = paper.get(args.experiment)
     except KeyError as exc:
         parser.error(exc.args[0])
+    if experiment.evaluates:
+        parser.error('%s trains no model of its own: it evaluates %s\'s; give that' % (experiment.name, experiment.evaluates))
     return args, experiment
 
 
