@@ -333,9 +333,13 @@ def test_sigkill_and_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
         stdout.wait_for(lambda line: line.startswith('Iteration 1000:'), timeout=600)
         # the save follows the print and takes its time on a loaded machine: wait for it to be listed
         wait_until(lambda: (exp_dir / 'checkpoint').exists() and checkpoint_listed(exp_dir) == 'model-1000')
-        time.sleep(random.uniform(0.0, 2.0))  # somewhere after the checkpoint of 1000
+        try:  # somewhere after the checkpoint of 1000, and before the run ends: a fast machine trains
+            # the 2,000 iterations left within the random delay
+            stdout.wait_for(lambda line: line.startswith('Iteration 2000:'), timeout=random.uniform(0.0, 2.0))
+        except AssertionError:
+            pass  # the delay came first
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        assert proc.wait(timeout=60) == -signal.SIGKILL, 'the run ended before the kill'
     finally:
         proc.kill()
     saved = checkpoint_listed(exp_dir)
